@@ -1,0 +1,293 @@
+"""The one configuration schema: a pydantic model per stage section, frozen, unknown keys rejected.
+
+A YAML preset is loaded with `yaml.safe_load`, overridden with `section.field=value` pairs and
+validated once; an error names the dotted path of the offending field. Fields marked
+`semantic=False` (logging cadence, checkpoint cadence, run names) do not change a stage's output
+and are left out of its cache key (see `semantic_dump`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+NON_SEMANTIC = {"semantic": False}
+
+
+class ConfigError(ValueError):
+    """A config that cannot be loaded; the message names the file and the field's dotted path."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+Positive = Annotated[int, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+LearningRate = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class ToyArchitecture(Section):
+    """A Qwen3-architecture model built from scratch; used by the embedded toy world."""
+
+    hidden_size: Positive = 64
+    num_hidden_layers: Positive = 2
+    num_attention_heads: Positive = 4
+    num_key_value_heads: Positive = 2
+    intermediate_size: Positive = 128
+    max_position_embeddings: Positive = 256
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ToyArchitecture:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be a multiple of num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        return self
+
+
+class ModelSpec(Section):
+    """Where a model comes from: a hub id or local path, or a toy architecture created from config."""
+
+    name_or_path: str | None = None
+    toy: ToyArchitecture | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+    revision: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.name_or_path is None) == (self.toy is None):
+            raise ValueError("set exactly one of name_or_path and toy")
+        return self
+
+
+class ToyTask(Section):
+    """The synthetic arithmetic world: sums of `num_terms` operands in [0, max_operand]."""
+
+    num_terms: Annotated[int, Field(ge=2, le=6)] = 3
+    max_operand: Annotated[int, Field(ge=1, le=999)] = 30
+    num_base: Positive = 4000
+    num_labeled: Positive = 512
+    num_unlabeled: Positive = 512
+    num_test: Positive = 128
+
+
+class DataSection(Section):
+    """Data preparation: the labeled pool, its split into stage-1 / held-out stage-4 sets, the unlabeled pool."""
+
+    kind: Literal["toy", "math"] = "toy"
+    toy: ToyTask = ToyTask()
+    labeled_sources: list[str] = ["dapo_math_17k"]
+    unlabeled_sources: list[str] = ["math_train"]
+    eval_sets: list[str] = ["toy_test"]
+    data_dir: str | None = None
+    heldout_fraction: Probability = 0.2
+    prompt_template: str = "{problem}\n\nLet's think step by step and output the final answer within \\boxed{}."
+    chat_template_kwargs: dict[str, bool | int | str] = {}
+
+    @model_validator(mode="after")
+    def _template_has_problem(self) -> DataSection:
+        if "{problem}" not in self.prompt_template:
+            raise ValueError("prompt_template must contain '{problem}'")
+        return self
+
+
+class BaseSection(Section):
+    """Toy pre-training (SFT on worked solutions) that gives both models a non-zero start."""
+
+    teacher_steps: Positive = 400
+    student_steps: Positive = 150
+    learning_rate: LearningRate = 3e-3
+    batch_size: Positive = 32
+    logging_steps: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 10
+
+
+class GRPOSection(Section):
+    """GRPO on a policy with labeled prompts (teacher RL in stage 1, student RL in stage 4)."""
+
+    enabled: bool = True
+    steps: Positive = 40
+    learning_rate: LearningRate = 1e-6
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.1
+    max_grad_norm: Annotated[float, Field(gt=0.0)] = 1.0
+    prompts_per_step: Positive = 512
+    num_generations: Annotated[int, Field(ge=2)] = 8
+    epsilon_low: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    epsilon_high: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.28
+    loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = "dapo"
+    kl_beta: Annotated[float, Field(ge=0.0)] = 0.0
+    temperature: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0
+    max_completion_length: Positive = 8192
+    gradient_accumulation_steps: Positive = 1
+    labels: Literal["stage1", "heldout", "replay"] = "stage1"
+    use_vllm: bool = False
+    checkpoint_every: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 50
+    logging_steps: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 1
+
+
+class RolloutSection(Section):
+    """Teacher rollouts on unlabeled prompts: the warmup's training data."""
+
+    samples_per_prompt: Positive = 1
+    temperature: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    top_k: Annotated[int, Field(ge=0)] = 0
+    max_new_tokens: Positive = 8192
+    heldout_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    batch_size: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 64
+
+
+class WarmupSection(Section):
+    """Bridge part a: token-level forward KL(teacher || student) on teacher rollouts, or SFT on them."""
+
+    enabled: bool = True
+    objective: Literal["forward_kl", "sft"] = "forward_kl"
+    epochs: Annotated[float, Field(gt=0.0)] = 1.0
+    learning_rate: LearningRate = 1e-5
+    batch_size: Positive = 64
+    max_length: Positive = 16384
+    checkpoint_every: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 100
+    logging_steps: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 5
+
+
+class OPDSection(Section):
+    """Bridge part b: on-policy distillation, reverse KL(student || teacher) on student samples."""
+
+    enabled: bool = True
+    steps: Positive = 100
+    learning_rate: LearningRate = 1e-6
+    prompts_per_step: Positive = 64
+    temperature: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0
+    max_completion_length: Positive = 8192
+    beta: Probability = 1.0
+    diagnostic_prompts: Positive = 64
+    use_vllm: bool = False
+    checkpoint_every: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 50
+    logging_steps: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 1
+
+
+class EvalSection(Section):
+    """Evaluation: k samples per problem, avg@k / pass@k / maj@k with per-sample records."""
+
+    samples_per_problem: Positive = 16
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.7
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
+    top_k: Annotated[int, Field(ge=0)] = 20
+    max_new_tokens: Positive = 16384
+    max_problems: Positive | None = None
+    backend: Literal["auto", "transformers", "vllm"] = "auto"
+    batch_size: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 64
+
+
+class TrackingSection(Section):
+    """Where results go. `None` means the embedded default under the runs directory."""
+
+    experiment: str | None = Field(None, json_schema_extra=NON_SEMANTIC)
+    tracking_uri: str | None = Field(None, json_schema_extra=NON_SEMANTIC)
+
+
+class PipelineConfig(Section):
+    """The whole run: models, data and one section per stage."""
+
+    name: str = Field("sparse2dense", json_schema_extra=NON_SEMANTIC)
+    seed: int = 42
+    store_dir: str = Field("runs/store", json_schema_extra=NON_SEMANTIC)
+    runs_dir: str = Field("runs", json_schema_extra=NON_SEMANTIC)
+    teacher: ModelSpec
+    student: ModelSpec
+    data: DataSection = DataSection()
+    base: BaseSection = BaseSection()
+    teacher_rl: GRPOSection = GRPOSection()
+    teacher_rollouts: RolloutSection = RolloutSection()
+    warmup: WarmupSection = WarmupSection()
+    opd: OPDSection = OPDSection()
+    student_rl: GRPOSection = GRPOSection(enabled=False, labels="heldout")
+    eval: EvalSection = EvalSection()
+    tracking: TrackingSection = TrackingSection()
+
+    @model_validator(mode="after")
+    def _toy_is_consistent(self) -> PipelineConfig:
+        has_toy_model = self.teacher.toy is not None or self.student.toy is not None
+        if has_toy_model and self.data.kind != "toy":
+            raise ValueError("toy models (teacher.toy / student.toy) need data.kind = 'toy'")
+        if self.student_rl.enabled and self.student_rl.labels == "stage1":
+            raise ValueError("student_rl.labels must be 'heldout' or 'replay': stage-1 labels belong to the teacher")
+        return self
+
+
+def semantic_dump(section: BaseModel) -> dict[str, Any]:
+    """The fields of a section that change a stage's output, recursively, as plain JSON values."""
+    out: dict[str, Any] = {}
+    for name, field in type(section).model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("semantic") is False:
+            continue
+        value = getattr(section, name)
+        out[name] = semantic_dump(value) if isinstance(value, BaseModel) else _jsonable(value)
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        lines.append(f"  {path}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`section.field=value` -> (["section", "field"], value); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form section.field=value")
+    dotted, raw = item.split("=", 1)
+    path = [p for p in dotted.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {item!r} names no field")
+    return path, yaml.safe_load(raw)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of `data` with each `a.b.c=value` set; unknown keys are left for validation to reject."""
+    result = json.loads(json.dumps(data))
+    for item in overrides:
+        path, value = parse_override(item)
+        node = result
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def validate_config(data: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load a YAML preset, apply `--set` overrides, validate. Errors name the file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    return validate_config(apply_overrides(data, overrides or []), str(path))

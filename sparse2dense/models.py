@@ -1,0 +1,63 @@
+"""Loading and saving models and tokenizers for the stage programs.
+
+A model role ("policy", "teacher", "student") resolves to an upstream stage's `model/` directory
+when one is given, else to the configured hub id or local path. Weights are saved as safetensors;
+`trust_remote_code` stays off unless the model's config turns it on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+MODEL_DIR = "model"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_model(spec: Any, role: str) -> tuple[str, dict[str, Any]]:
+    """(path or hub id, from_pretrained kwargs) for a role of a stage spec."""
+    options = dict(spec.config.get("models", {}).get(role) or {})
+    if role in spec.upstream:
+        source = str(spec.upstream_path(role) / MODEL_DIR)
+    elif options.get("name_or_path"):
+        source = options["name_or_path"]
+    else:
+        raise KeyError(f"stage {spec.name}: no model for role {role!r} (no upstream and no name_or_path)")
+    kwargs: dict[str, Any] = {"trust_remote_code": bool(options.get("trust_remote_code", False))}
+    dtype = options.get("dtype", "auto")
+    if dtype != "auto":
+        kwargs["dtype"] = _DTYPES[dtype]
+    elif not torch.cuda.is_available():
+        kwargs["dtype"] = torch.float32
+    if options.get("revision") and role not in spec.upstream:
+        kwargs["revision"] = options["revision"]
+    return source, kwargs
+
+
+def load_model(spec: Any, role: str) -> Any:
+    source, kwargs = resolve_model(spec, role)
+    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return model
+
+
+def load_tokenizer(spec: Any, role: str) -> Any:
+    source, kwargs = resolve_model(spec, role)
+    tok = AutoTokenizer.from_pretrained(
+        source, trust_remote_code=kwargs["trust_remote_code"], revision=kwargs.get("revision")
+    )
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def save_model(model: Any, tokenizer: Any, out_dir: Path) -> Path:
+    target = out_dir / MODEL_DIR
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    return target

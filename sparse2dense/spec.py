@@ -1,0 +1,57 @@
+"""What a stage program receives (`StageSpec`, written as SPEC.json) and how its cache key is made.
+
+`key = sha256(stage, STAGE_VERSION, semantic config, upstream manifest digests, seed)`: anything that
+changes the output changes the key; logging cadence and names do not. Upstream results enter by
+manifest digest, so recomputing an upstream stage with a different outcome invalidates its dependants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from sparse2dense.stages import STAGE_VERSION, Stage
+from sparse2dense.store import StageResult
+
+
+class StageSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    stage: Stage
+    name: str
+    key: str
+    config: dict[str, Any]
+    semantic_config: dict[str, Any]
+    upstream: dict[str, StageResult] = {}
+    output_dir: str
+    seed: int
+
+    def upstream_path(self, role: str) -> Path:
+        if role not in self.upstream:
+            raise KeyError(f"stage {self.name} needs upstream {role!r}; got {sorted(self.upstream)}")
+        return Path(self.upstream[role].path)
+
+
+def compute_stage_key(
+    stage: Stage, semantic_config: dict[str, Any], upstream: dict[str, StageResult], seed: int
+) -> str:
+    payload = {
+        "stage": str(stage),
+        "version": STAGE_VERSION[stage],
+        "config": semantic_config,
+        "upstream": {role: r.manifest_digest for role, r in sorted(upstream.items())},
+        "seed": seed,
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def load_spec(path: str | Path) -> StageSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"stage spec not found: {path}")
+    return StageSpec.model_validate_json(path.read_text())

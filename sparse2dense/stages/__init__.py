@@ -1,0 +1,30 @@
+"""Stage programs. Each runs as its own process: `python -m sparse2dense.stages.<name> SPEC.json`.
+
+`Stage` names the programs; `STAGE_VERSION` is bumped by hand when a stage's behaviour changes, so
+old cached outputs stop matching.
+"""
+
+from enum import StrEnum
+
+
+class Stage(StrEnum):
+    DATA_PREP = "data_prep"
+    BASE = "base"
+    TEACHER_RL = "teacher_rl"
+    TEACHER_ROLLOUTS = "teacher_rollouts"
+    WARMUP = "warmup"
+    OPD = "opd"
+    STUDENT_RL = "student_rl"
+    EVAL = "eval"
+
+
+STAGE_VERSION: dict[Stage, int] = {
+    Stage.DATA_PREP: 1,
+    Stage.BASE: 1,
+    Stage.TEACHER_RL: 1,
+    Stage.TEACHER_ROLLOUTS: 1,
+    Stage.WARMUP: 1,
+    Stage.OPD: 1,
+    Stage.STUDENT_RL: 1,
+    Stage.EVAL: 1,
+}

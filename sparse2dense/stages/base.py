@@ -1,0 +1,79 @@
+"""base (toy world only): create a tiny Qwen3 model from config and pre-train it briefly.
+
+Stands in for the pre-training a real teacher and student already have: TRL `SFTTrainer` on worked
+solutions of the toy `base` split, so both models start with non-zero accuracy and the teacher
+(bigger, trained longer) ahead. Writes `model/` (safetensors + the locally built tokenizer).
+
+    python -m sparse2dense.stages.base SPEC.json
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
+from sparse2dense.config import ToyArchitecture
+from sparse2dense.data import load_records
+from sparse2dense.models import save_model
+from sparse2dense.prompts import render_prompt
+from sparse2dense.spec import StageSpec
+from sparse2dense.stages import Stage
+from sparse2dense.stages.program import StageOutput, latest_checkpoint, run_stage, training_args
+from sparse2dense.toy import build_model, build_tokenizer
+
+
+def build_sft_config(train: dict, spec: StageSpec, out_dir: Path) -> SFTConfig:
+    """Our base-section names mapped onto TRL's SFTConfig."""
+    return SFTConfig(
+        **training_args(spec, out_dir, train["logging_steps"], save_steps=max(train["steps"] // 2, 1)),
+        max_steps=train["steps"],
+        learning_rate=train["learning_rate"],
+        per_device_train_batch_size=train["batch_size"],
+        lr_scheduler_type="cosine",
+        warmup_steps=max(train["steps"] // 20, 1),
+        weight_decay=0.0,
+        completion_only_loss=True,
+        max_length=None,
+    )
+
+
+def run_base(spec: StageSpec, out_dir: Path) -> StageOutput:
+    train, prompt = spec.config["train"], spec.config["prompt"]
+    arch = ToyArchitecture.model_validate(spec.config["models"]["policy"]["toy"])
+    tokenizer = build_tokenizer()
+    model = build_model(arch, tokenizer, spec.seed)
+    records = load_records(spec.upstream_path("data") / "splits/base.jsonl")
+    rows = [
+        {
+            "prompt": render_prompt(tokenizer, r["problem"], prompt["template"], prompt["chat_template_kwargs"]),
+            "completion": r["solution"] + tokenizer.eos_token,
+        }
+        for r in records
+    ]
+    trainer = SFTTrainer(
+        model=model,
+        args=build_sft_config(train, spec, out_dir),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
+    result = trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
+    save_model(trainer.model, tokenizer, out_dir)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return StageOutput(
+        metrics={
+            "train_loss": float(result.training_loss),
+            "first_logged_loss": float(losses[0]) if losses else float("nan"),
+            "last_logged_loss": float(losses[-1]) if losses else float("nan"),
+            "params": float(sum(p.numel() for p in model.parameters())),
+        }
+    )
+
+
+def main() -> None:
+    run_stage(Stage.BASE, run_base)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""data_prep: build the splits every later stage reads.
+
+Writes `splits/{stage1,heldout,unlabeled}.jsonl` (labeled pool split for teacher RL / held-out
+student RL; unlabeled prompts with answers stripped for the bridge), `splits/base.jsonl` (toy
+pre-training solutions) and `eval/<name>.jsonl`. Consumes no labels itself; the ledger counts them
+where a stage trains on them.
+
+    python -m sparse2dense.stages.data_prep SPEC.json
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sparse2dense.config import DataSection
+from sparse2dense.data import load_benchmark, save_records, split_labeled, strip_labels
+from sparse2dense.spec import StageSpec
+from sparse2dense.stages import Stage
+from sparse2dense.stages.program import StageOutput, run_stage
+from sparse2dense.toy import generate_task
+
+
+def prepare_toy(section: DataSection, seed: int) -> dict[str, list]:
+    splits = generate_task(section.toy, seed)
+    stage1, heldout = split_labeled(splits["labeled"], section.heldout_fraction, seed)
+    return {
+        "base": splits["base"],
+        "stage1": stage1,
+        "heldout": heldout,
+        "unlabeled": strip_labels(splits["unlabeled"]),
+        "eval/toy_test": splits["test"],
+    }
+
+
+def prepare_math(section: DataSection, seed: int) -> dict[str, list]:
+    if section.data_dir is None:
+        raise ValueError("data.data_dir must be set for data.kind = 'math'")
+    labeled = [r for src in section.labeled_sources for r in load_benchmark(src, section.data_dir)]
+    stage1, heldout = split_labeled(labeled, section.heldout_fraction, seed)
+    unlabeled = [r for src in section.unlabeled_sources for r in load_benchmark(src, section.data_dir)]
+    out = {"stage1": stage1, "heldout": heldout, "unlabeled": strip_labels(unlabeled)}
+    for name in section.eval_sets:
+        out[f"eval/{name}"] = load_benchmark(name, section.data_dir)
+    return out
+
+
+def run_data_prep(spec: StageSpec, out_dir: Path) -> StageOutput:
+    section = DataSection.model_validate(spec.config["data"])
+    prepared = prepare_toy(section, spec.seed) if section.kind == "toy" else prepare_math(section, spec.seed)
+    metrics = {}
+    for name, records in prepared.items():
+        target = out_dir / (name if name.startswith("eval/") else f"splits/{name}")
+        metrics[f"n_{name.replace('/', '_')}"] = float(save_records(target.with_suffix(".jsonl"), records))
+    return StageOutput(metrics=metrics)
+
+
+def main() -> None:
+    run_stage(Stage.DATA_PREP, run_data_prep)
+
+
+if __name__ == "__main__":
+    main()

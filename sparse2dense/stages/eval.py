@@ -1,0 +1,89 @@
+"""eval: k samples per problem on every eval set, graded by the same function as the RL reward.
+
+Writes `records/<benchmark>.jsonl` (one line per problem: every sample's text, extracted answer,
+verdict and reason) and `results.json` (avg@k +- stderr, pass@k, maj@k per benchmark, with the
+generation backend, its version and every sampling parameter).
+
+    python -m sparse2dense.stages.eval SPEC.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sparse2dense.config import EvalSection
+from sparse2dense.data import load_records, save_records
+from sparse2dense.generation import SamplingParams, backend_info, generate, resolve_backend
+from sparse2dense.grading import grade_completion
+from sparse2dense.metrics import summarize
+from sparse2dense.models import load_model, load_tokenizer
+from sparse2dense.prompts import render_prompt
+from sparse2dense.spec import StageSpec
+from sparse2dense.stages import Stage
+from sparse2dense.stages.program import StageOutput, run_stage
+
+
+def run_eval(spec: StageSpec, out_dir: Path) -> StageOutput:
+    section = EvalSection.model_validate(spec.config["eval"])
+    prompt = spec.config["prompt"]
+    backend = resolve_backend(section.backend)
+    model, tokenizer = load_model(spec, "model"), load_tokenizer(spec, "model")
+    sampling = SamplingParams(
+        n=section.samples_per_problem,
+        temperature=section.temperature,
+        top_p=section.top_p,
+        top_k=section.top_k,
+        max_new_tokens=section.max_new_tokens,
+        seed=spec.seed,
+    )
+    results, metrics = {}, {}
+    for path in sorted((spec.upstream_path("data") / "eval").glob("*.jsonl")):
+        bench = path.stem
+        problems = load_records(path)[: section.max_problems]
+        prompts = [
+            render_prompt(tokenizer, p["problem"], prompt["template"], prompt["chat_template_kwargs"])
+            for p in problems
+        ]
+        groups = generate(model, tokenizer, prompts, sampling, section.batch_size, label=f"eval {bench}")
+        rows, correct_P_K, answers_P_K = [], [], []
+        for problem, group in zip(problems, groups, strict=True):
+            grades = [grade_completion(problem["answer"], c.text) for c in group]
+            correct_P_K.append([g.correct for g in grades])
+            answers_P_K.append([g.pred for g in grades])
+            rows.append(
+                {
+                    "id": problem["id"],
+                    "answer": problem["answer"],
+                    "samples": [
+                        {
+                            "text": c.text,
+                            "pred": g.pred,
+                            "verdict": str(g.verdict),
+                            "reason": g.reason,
+                            "finish_reason": c.finish_reason,
+                            "num_tokens": len(c.token_ids),
+                        }
+                        for c, g in zip(group, grades, strict=True)
+                    ],
+                }
+            )
+        save_records(out_dir / "records" / f"{bench}.jsonl", rows)
+        summary = summarize(correct_P_K, answers_P_K)
+        lengths = [s["num_tokens"] for r in rows for s in r["samples"]]
+        truncated = [s["finish_reason"] == "length" for r in rows for s in r["samples"]]
+        summary["response_length_mean"] = sum(lengths) / max(len(lengths), 1)
+        summary["truncation_ratio"] = sum(truncated) / max(len(truncated), 1)
+        results[bench] = summary
+        metrics |= {f"{bench}/{k}": v for k, v in summary.items()}
+    payload = {"benchmarks": results, "sampling": sampling.as_dict(), "generation": backend_info(backend)}
+    (out_dir / "results.json").write_text(json.dumps(payload, indent=2))
+    return StageOutput(metrics=metrics)
+
+
+def main() -> None:
+    run_stage(Stage.EVAL, run_eval)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The stage contract, shared by every stage program.
+
+`run_stage(Stage.X, body)` reads SPEC.json, skips work whose manifest already verifies, seeds
+everything, runs `body(spec, out_dir)`, and writes `manifest.json` last (atomically). A crash
+leaves no manifest, so a failure can never be cached as a success. Trainer checkpoints live in
+`out_dir/checkpoints` while a stage runs (for resumption) and are removed once the result is final.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparse2dense.spec import StageSpec, load_spec
+from sparse2dense.stages import Stage
+from sparse2dense.store import MANIFEST, verify_stage_dir, write_manifest
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class StageOutput:
+    metrics: dict[str, float] = field(default_factory=dict)
+    labeled_examples: int = 0
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    names = ["sparse2dense", "torch", "transformers", "trl", "datasets", "accelerate", "sympy", "math-verify"]
+    out = {}
+    for name in names:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def training_args(spec: StageSpec, out_dir: Path, logging_steps: int, save_steps: int) -> dict[str, Any]:
+    """TrainingArguments fields every TRL trainer here shares: where, how often, which device."""
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    return {
+        "output_dir": str(out_dir / CHECKPOINTS),
+        "seed": spec.seed,
+        "data_seed": spec.seed,
+        "logging_steps": logging_steps,
+        "save_strategy": "steps",
+        "save_steps": save_steps,
+        "save_total_limit": 1,
+        "report_to": ["mlflow"] if os.environ.get("MLFLOW_RUN_ID") else [],
+        "run_name": spec.name,
+        "use_cpu": not on_gpu,
+        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
+        "fp16": False,
+        "gradient_checkpointing": on_gpu,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": False,
+        "save_only_model": False,
+    }
+
+
+def latest_checkpoint(out_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt = out_dir / CHECKPOINTS
+    return get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+
+
+def run_stage(stage: Stage, body: Callable[[StageSpec, Path], StageOutput]) -> None:
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: python -m sparse2dense.stages.{stage} SPEC.json")
+    spec = load_spec(sys.argv[1])
+    if spec.stage is not stage and not (stage is Stage.TEACHER_RL and spec.stage is Stage.STUDENT_RL):
+        sys.exit(f"spec is for stage {spec.stage}, this program runs {stage}")
+    out_dir = Path(spec.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / MANIFEST).exists():
+        problem = verify_stage_dir(out_dir)
+        if problem is None:
+            print(f"[{spec.name}] already complete at {out_dir}", flush=True)
+            return
+        print(f"[{spec.name}] discarding incomplete result: {problem}", flush=True)
+        (out_dir / MANIFEST).unlink()
+
+    from transformers import set_seed
+
+    set_seed(spec.seed)
+    started = time.time()
+    output = body(spec, out_dir)
+    wall_s = time.time() - started
+    shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
+    write_manifest(
+        out_dir,
+        {
+            "key": spec.key,
+            "stage": str(spec.stage),
+            "name": spec.name,
+            "config": spec.config,
+            "upstream": {r: {"key": u.key, "digest": u.manifest_digest} for r, u in spec.upstream.items()},
+            "metrics": output.metrics,
+            "labeled_examples": output.labeled_examples,
+            "seed": spec.seed,
+            "versions": library_versions(),
+            "wall_s": wall_s,
+        },
+    )
+    print(json.dumps({"stage": spec.name, "wall_s": round(wall_s, 2), "metrics": output.metrics}), flush=True)

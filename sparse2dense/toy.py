@@ -1,0 +1,130 @@
+"""The embedded toy world: synthetic sums with worked, `\\boxed{}` solutions, a character-level
+tokenizer built locally, and tiny Qwen3-architecture models created from config.
+
+Everything is deterministic given a seed and needs no network. Problems are split by a hash of the
+operands, so a sum never appears in two splits. The chat template mirrors Qwen's (im_start/im_end),
+so the real pipeline (chat rendering, EOS handling, TRL trainers) runs unchanged on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import string
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+from sparse2dense.config import ToyArchitecture, ToyTask
+
+PAD, BOS, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPLITS = ("base", "labeled", "unlabeled", "test")
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per printable ASCII character plus three special tokens."""
+    alphabet = [c for c in string.printable if c not in "\x0b\x0c\r"]
+    vocab = {tok: i for i, tok in enumerate([PAD, BOS, EOS, *alphabet])}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=PAD))
+    core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token=PAD,
+        eos_token=EOS,
+        bos_token=None,
+        unk_token=PAD,
+        padding_side="left",
+    )
+    tok.add_special_tokens({"additional_special_tokens": [BOS]})
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def build_model(arch: ToyArchitecture, tokenizer: PreTrainedTokenizerFast, seed: int) -> Qwen3ForCausalLM:
+    import torch
+
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.intermediate_size,
+        num_hidden_layers=arch.num_hidden_layers,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_key_value_heads,
+        head_dim=arch.hidden_size // arch.num_attention_heads,
+        max_position_embeddings=arch.max_position_embeddings,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    model = Qwen3ForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def _split_of(terms: tuple[int, ...], seed: int, weights: list[int]) -> int:
+    digest = hashlib.sha256(f"{seed}:{terms}".encode()).digest()
+    bucket = int.from_bytes(digest[:8], "big") % sum(weights)
+    for index, weight in enumerate(weights):
+        if bucket < weight:
+            return index
+        bucket -= weight
+    raise AssertionError("unreachable")
+
+
+def worked_solution(terms: tuple[int, ...]) -> str:
+    """`12+7=19. 19+25=44. \\boxed{44}`: one partial sum per step."""
+    steps, total = [], terms[0]
+    for term in terms[1:]:
+        steps.append(f"{total}+{term}={total + term}.")
+        total += term
+    return " ".join(steps) + f" \\boxed{{{total}}}"
+
+
+def generate_task(task: ToyTask, seed: int) -> dict[str, list[dict]]:
+    """Disjoint splits of distinct problems: base (pre-training), labeled, unlabeled, test."""
+    wanted = [task.num_base, task.num_labeled, task.num_unlabeled, task.num_test]
+    space = (task.max_operand + 1) ** task.num_terms
+    if sum(wanted) * 2 > space:
+        raise ValueError(
+            f"toy task too small: {sum(wanted)} problems requested from {space} possible; "
+            "raise data.toy.max_operand or num_terms"
+        )
+    rng = random.Random(seed)
+    splits: dict[str, list[dict]] = {name: [] for name in SPLITS}
+    seen: set[tuple[int, ...]] = set()
+    while any(len(splits[n]) < w for n, w in zip(SPLITS, wanted, strict=True)):
+        terms = tuple(rng.randint(0, task.max_operand) for _ in range(task.num_terms))
+        if terms in seen:
+            continue
+        seen.add(terms)
+        name = SPLITS[_split_of(terms, seed, wanted)]
+        if len(splits[name]) >= wanted[SPLITS.index(name)]:
+            continue
+        splits[name].append(
+            {
+                "id": f"toy-{name}-{len(splits[name])}",
+                "problem": "+".join(map(str, terms)) + "=?",
+                "answer": str(sum(terms)),
+                "solution": worked_solution(terms),
+                "source": "toy",
+                "metadata": {"terms": list(terms)},
+            }
+        )
+    return splits
+
+
+def save_tokenizer(path: Path) -> PreTrainedTokenizerFast:
+    tok = build_tokenizer()
+    tok.save_pretrained(path)
+    return tok
