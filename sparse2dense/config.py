@@ -67,7 +67,10 @@ class ModelSpec(Section):
 
 
 class ToyTask(Section):
-    """The synthetic arithmetic world: sums of `num_terms` operands in [0, max_operand]."""
+    """The synthetic arithmetic world: sums of `num_terms` operands in [0, max_operand].
+
+    `base_noise` is the fraction of pre-training solutions whose boxed value is wrong.
+    """
 
     num_terms: Annotated[int, Field(ge=2, le=6)] = 3
     max_operand: Annotated[int, Field(ge=1, le=999)] = 30
@@ -75,6 +78,7 @@ class ToyTask(Section):
     num_labeled: Positive = 512
     num_unlabeled: Positive = 512
     num_test: Positive = 128
+    base_noise: Probability = 0.0
 
 
 class DataSection(Section):
@@ -215,8 +219,6 @@ class PipelineConfig(Section):
         has_toy_model = self.teacher.toy is not None or self.student.toy is not None
         if has_toy_model and self.data.kind != "toy":
             raise ValueError("toy models (teacher.toy / student.toy) need data.kind = 'toy'")
-        if self.student_rl.enabled and self.student_rl.labels == "stage1":
-            raise ValueError("student_rl.labels must be 'heldout' or 'replay': stage-1 labels belong to the teacher")
         return self
 
 

@@ -1,8 +1,9 @@
 """What a stage program receives (`StageSpec`, written as SPEC.json) and how its cache key is made.
 
-`key = sha256(stage, STAGE_VERSION, semantic config, upstream manifest digests, seed)`: anything that
-changes the output changes the key; logging cadence and names do not. Upstream results enter by
-manifest digest, so recomputing an upstream stage with a different outcome invalidates its dependants.
+`key = sha256(stage, STAGE_VERSION, semantic config, upstream keys, seed)`: anything that changes
+the output changes the key; logging cadence and names do not. Keys chain through upstream *keys*, so
+the whole plan's keys are known before anything runs; each manifest also records its upstream
+*digests*, and a cached result whose upstream was since recomputed differently is not trusted.
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ class StageSpec(BaseModel):
 
 
 def compute_stage_key(
-    stage: Stage, semantic_config: dict[str, Any], upstream: dict[str, StageResult], seed: int
+    stage: Stage, semantic_config: dict[str, Any], upstream_keys: dict[str, str], seed: int
 ) -> str:
     payload = {
         "stage": str(stage),
         "version": STAGE_VERSION[stage],
         "config": semantic_config,
-        "upstream": {role: r.manifest_digest for role, r in sorted(upstream.items())},
+        "upstream": dict(sorted(upstream_keys.items())),
         "seed": seed,
     }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)

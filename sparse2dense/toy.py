@@ -82,13 +82,13 @@ def _split_of(terms: tuple[int, ...], seed: int, weights: list[int]) -> int:
     raise AssertionError("unreachable")
 
 
-def worked_solution(terms: tuple[int, ...]) -> str:
-    """`12+7=19. 19+25=44. \\boxed{44}`: one partial sum per step."""
+def worked_solution(terms: tuple[int, ...], boxed_offset: int = 0) -> str:
+    """`12+7=19. 19+25=44. \\boxed{44}`: one partial sum per step; `boxed_offset` corrupts the box."""
     steps, total = [], terms[0]
     for term in terms[1:]:
         steps.append(f"{total}+{term}={total + term}.")
         total += term
-    return " ".join(steps) + f" \\boxed{{{total}}}"
+    return " ".join(steps) + f" \\boxed{{{total + boxed_offset}}}"
 
 
 def generate_task(task: ToyTask, seed: int) -> dict[str, list[dict]]:
@@ -111,12 +111,17 @@ def generate_task(task: ToyTask, seed: int) -> dict[str, list[dict]]:
         name = SPLITS[_split_of(terms, seed, wanted)]
         if len(splits[name]) >= wanted[SPLITS.index(name)]:
             continue
+        # Noisy pre-training text: some worked solutions box a wrong final value. Sparse reward
+        # removes this behaviour quickly, which is what stage 1 should show on the toy teacher.
+        offset = 0
+        if name == "base" and rng.random() < task.base_noise:
+            offset = rng.choice([d for d in range(-9, 10) if d])
         splits[name].append(
             {
                 "id": f"toy-{name}-{len(splits[name])}",
                 "problem": "+".join(map(str, terms)) + "=?",
                 "answer": str(sum(terms)),
-                "solution": worked_solution(terms),
+                "solution": worked_solution(terms, offset),
                 "source": "toy",
                 "metadata": {"terms": list(terms)},
             }

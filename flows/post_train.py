@@ -1,0 +1,28 @@
+"""The `post-train` flow: teacher RL -> teacher rollouts -> forward-KL warmup -> OPD -> [student RL],
+with evaluations of the raw and final student and of the teacher before and after RL.
+
+The order is the plan of `sparse2dense.pipeline.plan_stages`; each stage is a cached, retryable
+Prefect task. `force_rerun` names stages (or stage kinds) to recompute regardless of the cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from sparse2dense.config import PipelineConfig
+from sparse2dense.pipeline import plan_stages
+from tasks.run_context import PipelineRun
+
+
+@flow(name="post-train", log_prints=True)
+def post_train(config: PipelineConfig, force_rerun: list[str] | None = None) -> dict[str, Any]:
+    run = PipelineRun(config, force_rerun)
+    try:
+        for planned in plan_stages(config):
+            run.run(planned)
+    except BaseException:
+        run.finish(ok=False)
+        raise
+    return run.finish()

@@ -1,0 +1,124 @@
+"""Which part of the pipeline config each stage receives, and the order of the stages.
+
+A stage never sees the whole config: `stage_payload` cuts out its section (plus the prompt format
+and the model specs it loads), in full for the program and semantically for the cache key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from sparse2dense.config import PipelineConfig, semantic_dump
+from sparse2dense.stages import Stage
+
+ROLES_OF_MODELS = ("teacher", "student")
+
+
+def _both(value: BaseModel | dict[str, Any]) -> tuple[Any, Any]:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json"), semantic_dump(value)
+    return value, value
+
+
+def stage_payload(cfg: PipelineConfig, stage: Stage, model: str | None = None) -> tuple[dict, dict]:
+    """(config for SPEC.json, semantic subset for the key). `model` is "teacher" or "student"
+    for the stages that act on either (base, eval)."""
+    prompt = {"template": cfg.data.prompt_template, "chat_template_kwargs": dict(cfg.data.chat_template_kwargs)}
+    parts: dict[str, Any] = {}
+    if stage is Stage.DATA_PREP:
+        parts["data"] = cfg.data
+    elif stage is Stage.BASE:
+        steps = cfg.base.teacher_steps if model == "teacher" else cfg.base.student_steps
+        train = {
+            "steps": steps,
+            "learning_rate": cfg.base.learning_rate,
+            "batch_size": cfg.base.batch_size,
+        }
+        parts |= {"train": train, "prompt": prompt, "models": {"policy": getattr(cfg, model)}}
+        config, semantic = _collect(parts)
+        config["train"]["logging_steps"] = cfg.base.logging_steps
+        return config, semantic
+    elif stage is Stage.TEACHER_RL:
+        parts |= {"grpo": cfg.teacher_rl, "prompt": prompt, "models": {"policy": cfg.teacher}}
+    elif stage is Stage.STUDENT_RL:
+        parts |= {"grpo": cfg.student_rl, "prompt": prompt, "models": {"policy": cfg.student}}
+    elif stage is Stage.TEACHER_ROLLOUTS:
+        parts |= {"rollouts": cfg.teacher_rollouts, "prompt": prompt, "models": {"teacher": cfg.teacher}}
+    elif stage is Stage.WARMUP:
+        parts |= {"warmup": cfg.warmup, "models": {"student": cfg.student, "teacher": cfg.teacher}}
+    elif stage is Stage.OPD:
+        parts |= {"opd": cfg.opd, "prompt": prompt, "models": {"student": cfg.student, "teacher": cfg.teacher}}
+    elif stage is Stage.EVAL:
+        parts |= {"eval": cfg.eval, "prompt": prompt, "models": {"model": getattr(cfg, model)}}
+    return _collect(parts)
+
+
+def _collect(parts: dict[str, Any]) -> tuple[dict, dict]:
+    config, semantic = {}, {}
+    for name, value in parts.items():
+        if name == "models":
+            pairs = {role: _both(spec) for role, spec in value.items()}
+            config[name] = {role: p[0] for role, p in pairs.items()}
+            semantic[name] = {role: p[1] for role, p in pairs.items()}
+        else:
+            config[name], semantic[name] = _both(value)
+    return config, semantic
+
+
+class PlannedStage(BaseModel):
+    name: str
+    stage: Stage
+    model: str | None = None
+    upstream: dict[str, str] = {}  # role -> name of the planned stage that provides it
+
+
+def _stage(name: str, stage: Stage, acts_on: str | None = None, **upstream: str | None) -> PlannedStage:
+    return PlannedStage(
+        name=name, stage=stage, model=acts_on, upstream={r: n for r, n in upstream.items() if n is not None}
+    )
+
+
+def plan_stages(cfg: PipelineConfig) -> list[PlannedStage]:
+    """The pipeline's table of contents: stages in order, plain `if` for the optional ones."""
+    plan = [_stage("data_prep", Stage.DATA_PREP)]
+    teacher = student = None  # None: the configured hub/local model itself
+    if cfg.teacher.toy is not None:
+        plan.append(_stage("base/teacher", Stage.BASE, "teacher", data="data_prep"))
+        teacher = "base/teacher"
+    if cfg.student.toy is not None:
+        plan.append(_stage("base/student", Stage.BASE, "student", data="data_prep"))
+        student = "base/student"
+    plan.append(_stage("eval/teacher_base", Stage.EVAL, "teacher", data="data_prep", model=teacher))
+    plan.append(_stage("eval/student_base", Stage.EVAL, "student", data="data_prep", model=student))
+    if cfg.teacher_rl.enabled:
+        plan.append(_stage("teacher_rl", Stage.TEACHER_RL, "teacher", data="data_prep", policy=teacher))
+        teacher = "teacher_rl"
+        plan.append(_stage("eval/teacher_rl", Stage.EVAL, "teacher", data="data_prep", model=teacher))
+    if cfg.warmup.enabled:
+        plan.append(_stage("teacher_rollouts", Stage.TEACHER_ROLLOUTS, data="data_prep", teacher=teacher))
+        plan.append(
+            _stage("warmup", Stage.WARMUP, student=student, teacher=teacher, rollouts="teacher_rollouts")
+        )
+        student = "warmup"
+    if cfg.opd.enabled:
+        plan.append(_stage("opd", Stage.OPD, data="data_prep", student=student, teacher=teacher))
+        student = "opd"
+    if cfg.student_rl.enabled:
+        plan.append(_stage("student_rl", Stage.STUDENT_RL, "student", data="data_prep", policy=student))
+        student = "student_rl"
+    plan.append(_stage("eval/student_final", Stage.EVAL, "student", data="data_prep", model=student))
+    return plan
+
+
+def plan_keys(cfg: PipelineConfig) -> dict[str, str]:
+    """Every planned stage's cache key, computed before anything runs."""
+    from sparse2dense.spec import compute_stage_key
+
+    keys: dict[str, str] = {}
+    for planned in plan_stages(cfg):
+        _, semantic = stage_payload(cfg, planned.stage, planned.model)
+        upstream = {role: keys[name] for role, name in planned.upstream.items()}
+        keys[planned.name] = compute_stage_key(planned.stage, semantic, upstream, cfg.seed)
+    return keys

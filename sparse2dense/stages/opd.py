@@ -1,0 +1,100 @@
+"""opd (bridge part b): on-policy distillation, reverse KL on the student's own samples.
+
+TRL `DistillationTrainer` with beta=1: the student samples completions for unlabeled prompts, the
+frozen teacher scores every token, and the loss is token-level KL(pi_S || pi_T) over the full
+vocabulary; one optimizer step per rollout batch, no ratio or clipping (the authors' setting).
+Reverse KL and the implicit reward log pi_T - log pi_S are measured on fresh student samples for a
+fixed set of diagnostic prompts before and after training.
+
+    python -m sparse2dense.stages.opd SPEC.json
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from datasets import Dataset
+from trl import DistillationConfig, DistillationTrainer
+
+from sparse2dense.config import OPDSection
+from sparse2dense.data import load_records
+from sparse2dense.diagnostics import measure_divergence
+from sparse2dense.generation import SamplingParams, generate
+from sparse2dense.models import load_model, load_tokenizer, save_model
+from sparse2dense.prompts import render_prompt
+from sparse2dense.spec import StageSpec
+from sparse2dense.stages import Stage
+from sparse2dense.stages.program import StageOutput, latest_checkpoint, run_stage, training_args
+
+
+def build_distillation_config(section: OPDSection, spec: StageSpec, out_dir: Path) -> DistillationConfig:
+    """Our OPD section mapped onto TRL's DistillationConfig."""
+    return DistillationConfig(
+        **training_args(spec, out_dir, section.logging_steps, section.checkpoint_every),
+        max_steps=section.steps,
+        learning_rate=section.learning_rate,
+        lr_scheduler_type="constant",
+        per_device_train_batch_size=section.prompts_per_step,
+        max_completion_length=section.max_completion_length,
+        temperature=section.temperature,
+        beta=section.beta,
+        use_vllm=section.use_vllm,
+    )
+
+
+def student_sample_divergence(student, teacher, tokenizer, prompts: list[str], section: OPDSection, seed: int):
+    """Reverse/forward KL on fresh student samples for fixed prompts (same seed before and after)."""
+    sampling = SamplingParams(
+        n=1, temperature=section.temperature, max_new_tokens=section.max_completion_length, seed=seed
+    )
+    groups = generate(student, tokenizer, prompts, sampling, label="opd diagnostics")
+    pairs = [
+        (tokenizer(p, add_special_tokens=False)["input_ids"], g[0].token_ids)
+        for p, g in zip(prompts, groups, strict=True)
+    ]
+    return measure_divergence(teacher, student, pairs, tokenizer.pad_token_id)
+
+
+def run_opd(spec: StageSpec, out_dir: Path) -> StageOutput:
+    section = OPDSection.model_validate(spec.config["opd"])
+    prompt = spec.config["prompt"]
+    tokenizer = load_tokenizer(spec, "student")
+    student, teacher = load_model(spec, "student"), load_model(spec, "teacher")
+    problems = load_records(spec.upstream_path("data") / "splits/unlabeled.jsonl")
+    prompts = [
+        render_prompt(tokenizer, p["problem"], prompt["template"], prompt["chat_template_kwargs"]) for p in problems
+    ]
+    diagnostic = random.Random(spec.seed).sample(prompts, min(section.diagnostic_prompts, len(prompts)))
+    before = student_sample_divergence(student, teacher, tokenizer, diagnostic, section, spec.seed)
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=build_distillation_config(section, spec, out_dir),
+        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+        processing_class=tokenizer,
+    )
+    trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
+    after = student_sample_divergence(trainer.model, teacher, tokenizer, diagnostic, section, spec.seed)
+    save_model(trainer.model, tokenizer, out_dir)
+    losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
+    return StageOutput(
+        metrics={
+            "reverse_kl_before": before["reverse_kl"],
+            "reverse_kl_after": after["reverse_kl"],
+            "forward_kl_before": before["forward_kl"],
+            "forward_kl_after": after["forward_kl"],
+            "implicit_reward_mean_after": after["implicit_reward_mean"],
+            "implicit_reward_std_after": after["implicit_reward_std"],
+            "loss_first": losses[0] if losses else float("nan"),
+            "loss_last": losses[-1] if losses else float("nan"),
+        }
+    )
+
+
+def main() -> None:
+    run_stage(Stage.OPD, run_opd)
+
+
+if __name__ == "__main__":
+    main()

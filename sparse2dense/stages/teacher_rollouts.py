@@ -1,0 +1,80 @@
+"""teacher_rollouts: sample completions from the (RL'd) teacher on the unlabeled prompt pool.
+
+No labels are read. Writes `rollouts/train.jsonl` (the warmup's data) and `rollouts/heldout.jsonl`
+(fixed teacher sequences on which the warmup reports forward KL before and after), each line with
+the rendered prompt, the completion text and both token-id lists.
+
+    python -m sparse2dense.stages.teacher_rollouts SPEC.json
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from sparse2dense.config import RolloutSection
+from sparse2dense.data import load_records, save_records
+from sparse2dense.generation import SamplingParams, generate
+from sparse2dense.models import load_model, load_tokenizer
+from sparse2dense.prompts import render_prompt
+from sparse2dense.spec import StageSpec
+from sparse2dense.stages import Stage
+from sparse2dense.stages.program import StageOutput, run_stage
+
+
+def run_teacher_rollouts(spec: StageSpec, out_dir: Path) -> StageOutput:
+    section = RolloutSection.model_validate(spec.config["rollouts"])
+    prompt = spec.config["prompt"]
+    tokenizer, teacher = load_tokenizer(spec, "teacher"), load_model(spec, "teacher")
+    problems = load_records(spec.upstream_path("data") / "splits/unlabeled.jsonl")
+    prompts = [
+        render_prompt(tokenizer, p["problem"], prompt["template"], prompt["chat_template_kwargs"]) for p in problems
+    ]
+    sampling = SamplingParams(
+        n=section.samples_per_prompt,
+        temperature=section.temperature,
+        top_p=section.top_p,
+        top_k=section.top_k,
+        max_new_tokens=section.max_new_tokens,
+        seed=spec.seed,
+    )
+    groups = generate(teacher, tokenizer, prompts, sampling, section.batch_size, label="teacher rollouts")
+    rows = []
+    for problem, text, group in zip(problems, prompts, groups, strict=True):
+        prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        for completion in group:
+            rows.append(
+                {
+                    "id": problem["id"],
+                    "prompt": text,
+                    "completion": completion.text,
+                    "prompt_ids": prompt_ids,
+                    "completion_ids": completion.token_ids,
+                    "finish_reason": completion.finish_reason,
+                }
+            )
+    # Hold out whole prompts, so held-out KL is measured on prompts the warmup never trained on.
+    ids = sorted({r["id"] for r in rows})
+    random.Random(spec.seed).shuffle(ids)
+    heldout_ids = set(ids[: max(1, round(len(ids) * section.heldout_fraction))])
+    train = [r for r in rows if r["id"] not in heldout_ids]
+    heldout = [r for r in rows if r["id"] in heldout_ids]
+    save_records(out_dir / "rollouts/train.jsonl", train)
+    save_records(out_dir / "rollouts/heldout.jsonl", heldout)
+    lengths = [len(r["completion_ids"]) for r in rows]
+    return StageOutput(
+        metrics={
+            "num_train": float(len(train)),
+            "num_heldout": float(len(heldout)),
+            "response_length_mean": sum(lengths) / max(len(lengths), 1),
+            "truncation_ratio": sum(r["finish_reason"] == "length" for r in rows) / max(len(rows), 1),
+        }
+    )
+
+
+def main() -> None:
+    run_stage(Stage.TEACHER_ROLLOUTS, run_teacher_rollouts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Thin Prefect tasks: cache policy, retries, launching a stage program, its MLflow run."""

@@ -1,0 +1,114 @@
+"""The state of one pipeline run: its MLflow parent run, the results so far, and the summary.
+
+Builds each stage's request from the plan (spec, key, upstream results), submits it, and at the end
+writes `summary.json`, the eval table (Prefect table artifact, MLflow artifact) and a bar chart.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+from sparse2dense.config import PipelineConfig
+from sparse2dense.pipeline import PlannedStage, plan_keys, stage_payload
+from sparse2dense.spec import StageSpec
+from sparse2dense.store import StageResult, stage_dir
+from tasks import tracking
+from tasks.reporting import eval_rows, render_eval_plot, render_markdown_table
+from tasks.stages import StageRequest, Tracking, submit_stage
+
+
+class PipelineRun:
+    def __init__(self, cfg: PipelineConfig, force_rerun: list[str] | None = None) -> None:
+        self.cfg = cfg
+        self.force = set(force_rerun or [])
+        self.store = Path(cfg.store_dir).resolve()
+        self.runs_dir = Path(cfg.runs_dir).resolve()
+        self.keys = plan_keys(cfg)
+        self.results: dict[str, StageResult] = {}
+        self.summary: dict[str, Any] = {"stages": {}, "eval": {}, "labels": {}}
+        self.started = time.monotonic()
+        uri = cfg.tracking.tracking_uri or tracking.embedded_tracking_uri(self.runs_dir)
+        self.client = MlflowClient(uri)
+        experiment = cfg.tracking.experiment or cfg.name
+        experiment_id = tracking.ensure_experiment(self.client, experiment, self.runs_dir / "mlartifacts")
+        flow_run_id = str(flow_run.get_id() or "")
+        parent = tracking.start_parent_run(
+            self.client,
+            experiment_id,
+            name=f"{cfg.name}-{flow_run.get_name() or 'local'}",
+            tags={"prefect.flow_run_id": flow_run_id, "s2d.config": cfg.name},
+        )
+        for key, value in tracking.flatten_params(cfg.model_dump(mode="json")).items():
+            self.client.log_param(parent, key, value)
+        self.tracking = Tracking(tracking_uri=uri, experiment_id=experiment_id, parent_run_id=parent)
+        self.run_dir = self.runs_dir / "flows" / (flow_run_id or parent)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def run(self, planned: PlannedStage) -> StageResult:
+        config, semantic = stage_payload(self.cfg, planned.stage, planned.model)
+        key = self.keys[planned.name]
+        spec = StageSpec(
+            stage=planned.stage,
+            name=planned.name,
+            key=key,
+            config=config,
+            semantic_config=semantic,
+            upstream={role: self.results[name] for role, name in planned.upstream.items()},
+            output_dir=str(stage_dir(self.store, str(planned.stage), key)),
+            seed=self.cfg.seed,
+        )
+        request = StageRequest(spec=spec, store=str(self.store), tracking=self.tracking)
+        force = planned.name in self.force or str(planned.stage) in self.force
+        outcome = submit_stage(request, force=force)
+        self.results[planned.name] = outcome.result
+        self.summary["stages"][planned.name] = {
+            "key": key,
+            "status": outcome.status,
+            "wall_s": round(outcome.wall_s, 2),
+            "metrics": outcome.result.metrics,
+            "path": outcome.result.path,
+            "mlflow_run_id": outcome.result.mlflow_run_id,
+        }
+        if outcome.result.labeled_examples:
+            self.summary["labels"][planned.name] = outcome.result.labeled_examples
+        if planned.stage == "eval":
+            results = json.loads((Path(outcome.result.path) / "results.json").read_text())
+            self.summary["eval"][planned.name.removeprefix("eval/")] = results["benchmarks"]
+        prefixed = {f"{planned.name}/{k}": v for k, v in outcome.result.metrics.items()}
+        tracking.log_metrics(self.client, self.tracking.parent_run_id, prefixed)
+        get_run_logger().info("stage %s: %s in %.1fs", planned.name, outcome.status, outcome.wall_s)
+        return outcome.result
+
+    def finish(self, ok: bool = True) -> dict[str, Any]:
+        self.summary["wall_s"] = round(time.monotonic() - self.started, 2)
+        self.summary["labels"]["total"] = sum(self.summary["labels"].values())
+        self.summary["mlflow"] = {
+            "tracking_uri": self.tracking.tracking_uri,
+            "parent_run_id": self.tracking.parent_run_id,
+        }
+        summary_path = self.run_dir / "summary.json"
+        summary_path.write_text(json.dumps(self.summary, indent=2))
+        rows = eval_rows(self.summary["eval"])
+        if rows:
+            table = render_markdown_table(rows)
+            (self.run_dir / "eval_table.md").write_text(table)
+            plot = render_eval_plot(rows, self.run_dir / "eval.png")
+            create_table_artifact(rows, key="eval-results", description="Evaluation per model and benchmark")
+            create_markdown_artifact(table, key="eval-summary", description="Evaluation summary")
+            self.client.log_artifact(self.tracking.parent_run_id, str(self.run_dir / "eval_table.md"))
+            self.client.log_artifact(self.tracking.parent_run_id, str(plot))
+        self.client.log_artifact(self.tracking.parent_run_id, str(summary_path))
+        tracking.log_metrics(
+            self.client, self.tracking.parent_run_id, {"labels/total": self.summary["labels"]["total"]}
+        )
+        tracking.end_run(self.client, self.tracking.parent_run_id, ok=ok)
+        self.summary["summary_path"] = str(summary_path)
+        return self.summary

@@ -1,0 +1,185 @@
+"""One Prefect task per stage: an explicit cache key, persisted results, retries, serialized locks.
+
+The cache key is the stage key (stage, version, semantic config, upstream manifest digests, seed),
+never Prefect's TASK_SOURCE or RUN_ID. A cache hit is trusted only when the stage directory's
+manifest still verifies; otherwise the task is re-run with `refresh_cache` and a warning. The task
+body launches the stage program as a subprocess (fresh process: GPU memory freed, crashes isolated),
+streams its output to the Prefect log, and mirrors metrics and records into the stage's MLflow run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+from prefect import get_run_logger, task
+from prefect.cache_policies import CachePolicy
+from prefect.filesystems import LocalFileSystem
+from prefect.locking.filesystem import FileSystemLockManager
+from prefect.transactions import IsolationLevel
+from pydantic import BaseModel, ConfigDict
+
+from sparse2dense.spec import StageSpec
+from sparse2dense.stages import Stage
+from sparse2dense.store import MANIFEST, StageResult, result_from_dir, stage_dir, verify_stage_dir
+from tasks import tracking
+
+
+class Tracking(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+class StageRequest(BaseModel):
+    """Everything a stage task needs; small and serializable, so Prefect can record it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: StageSpec
+    store: str
+    tracking: Tracking
+
+
+class StageFailed(RuntimeError):
+    """A stage program exited non-zero; the message carries the end of its output."""
+
+
+@dataclass
+class StageKeyPolicy(CachePolicy):
+    """Cache on the stage key alone (see module docstring)."""
+
+    def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters, **kwargs) -> str | None:
+        spec = inputs["request"].spec
+        return f"{spec.stage}-{spec.key}"
+
+
+def _env(request: StageRequest, run_id: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env |= {
+        "MLFLOW_TRACKING_URI": request.tracking.tracking_uri,
+        "MLFLOW_EXPERIMENT_ID": request.tracking.experiment_id,
+        "MLFLOW_RUN_ID": run_id,
+        "TOKENIZERS_PARALLELISM": "false",
+        "TQDM_MININTERVAL": "10",
+        "PYTHONUNBUFFERED": "1",
+    }
+    # Would copy every checkpoint into the artifact store.
+    env.pop("HF_MLFLOW_LOG_ARTIFACTS", None)
+    return env
+
+
+def _run_program(request: StageRequest, run_id: str, log_path: Path) -> None:
+    spec = request.spec
+    out_dir = Path(spec.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = out_dir / "spec.json"
+    spec_path.write_text(spec.model_dump_json(indent=2))
+    logger = get_run_logger()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    tail: deque[str] = deque(maxlen=40)
+    cmd = [sys.executable, "-m", f"sparse2dense.stages.{spec.stage}", str(spec_path)]
+    with open(log_path, "a") as log, subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(request, run_id)
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            # tqdm redraws with carriage returns: keep the latest state of the line
+            text = line.rstrip("\n").split("\r")[-1].strip()
+            if text:
+                tail.append(text)
+                logger.info("[%s] %s", spec.name, text)
+        code = proc.wait()
+    if code != 0:
+        raise StageFailed(f"stage {spec.name} exited with {code}; log: {log_path}\n" + "\n".join(tail))
+
+
+def _execute(request: StageRequest) -> StageResult:
+    spec = request.spec
+    client = MlflowClient(request.tracking.tracking_uri)
+    run_id = tracking.start_child_run(
+        client,
+        request.tracking.experiment_id,
+        request.tracking.parent_run_id,
+        spec.name,
+        params=spec.config,
+        tags={"s2d.stage": str(spec.stage), "s2d.key": spec.key},
+    )
+    out_dir = Path(spec.output_dir)
+    log_path = Path(request.store) / "_logs" / str(spec.stage) / f"{spec.key}.log"
+    try:
+        _run_program(request, run_id, log_path)
+        if problem := verify_stage_dir(out_dir):
+            raise StageFailed(f"stage {spec.name} finished without a valid result: {problem}")
+        result = result_from_dir(out_dir, spec.name, mlflow_run_id=run_id)
+        tracking.log_metrics(client, run_id, {f"stage/{k}": v for k, v in result.metrics.items()})
+        tracking.log_stage_files(client, run_id, out_dir)
+    except BaseException:
+        tracking.end_run(client, run_id, ok=False)
+        raise
+    tracking.end_run(client, run_id, ok=True)
+    return result
+
+
+def _make_task(stage: Stage):
+    def body(request: StageRequest) -> StageResult:
+        return _execute(request)
+
+    body.__name__ = f"run_{stage}"
+    return task(
+        body,
+        name=str(stage),
+        cache_policy=StageKeyPolicy(),
+        persist_result=True,
+        retries=1,
+        retry_delay_seconds=5,
+    )
+
+
+STAGE_TASKS = {stage: _make_task(stage) for stage in Stage}
+
+
+@dataclass
+class StageOutcome:
+    result: StageResult
+    status: str  # "computed" | "cached"
+    wall_s: float
+
+
+def submit_stage(request: StageRequest, force: bool = False) -> StageOutcome:
+    """Run (or reuse) one stage through its Prefect task, verifying the store before trusting a hit."""
+    spec = request.spec
+    store = Path(request.store)
+    out_dir = stage_dir(store, str(spec.stage), spec.key)
+    refresh = force
+    if out_dir.exists() and (problem := verify_stage_dir(out_dir)):
+        if (out_dir / MANIFEST).exists() or any(out_dir.iterdir()):
+            get_run_logger().warning("stage %s: cached result unusable (%s); recomputing", spec.name, problem)
+        refresh = True
+    elif not out_dir.exists():
+        refresh = True  # a recorded hit without its directory is worthless
+    configured = STAGE_TASKS[spec.stage].with_options(
+        task_run_name=spec.name,
+        refresh_cache=refresh,
+        result_storage=LocalFileSystem(basepath=str(store / "_prefect" / "results")),
+        cache_policy=StageKeyPolicy().configure(
+            isolation_level=IsolationLevel.SERIALIZABLE,
+            lock_manager=FileSystemLockManager(lock_files_directory=store / "_prefect" / "locks"),
+        ),
+    )
+    started = time.monotonic()
+    state = configured(request, return_state=True)
+    result: StageResult = state.result()
+    status = "cached" if state.name == "Cached" else "computed"
+    return StageOutcome(result=result.model_copy(update={"name": spec.name}), status=status,
+                        wall_s=time.monotonic() - started)

@@ -1,0 +1,76 @@
+"""MLflow bookkeeping: one parent run per flow run, one child run per computed stage.
+
+Everything goes through `MlflowClient` with an explicit tracking URI (never a process-global
+active run), so concurrent tasks cannot log into each other's runs. Params are logged once, when the
+child run is created; keys that look like credentials are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+
+SECRET_RE = re.compile(r"(token|secret|password|api_key|credential)", re.I)
+
+
+def embedded_tracking_uri(runs_dir: Path) -> str:
+    return f"sqlite:///{runs_dir.resolve()}/mlflow.db"
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path) -> str:
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_root.resolve().as_uri())
+
+
+def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if SECRET_RE.search(key):
+            continue
+        if isinstance(value, dict) and value:
+            out |= flatten_params(value, f"{name}.")
+        else:
+            out[name] = json.dumps(value, default=str)[:500]
+    return out
+
+
+def start_parent_run(client: MlflowClient, experiment_id: str, name: str, tags: dict[str, str]) -> str:
+    return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+
+def start_child_run(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, name: str, params: dict[str, Any], tags: dict
+) -> str:
+    run = client.create_run(
+        experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_run_id, **tags}
+    )
+    for key, value in flatten_params(params).items():
+        client.log_param(run.info.run_id, key, value)
+    return run.info.run_id
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
+    for key, value in metrics.items():
+        client.log_metric(run_id, re.sub(r"[^\w\-./ ]", "_", key), float(value))
+
+
+def log_stage_files(client: MlflowClient, run_id: str, out_dir: Path) -> None:
+    """The manifest, result summaries and per-sample records; never model weights."""
+    for name in ("manifest.json", "results.json"):
+        if (out_dir / name).is_file():
+            client.log_artifact(run_id, str(out_dir / name))
+    if (out_dir / "records").is_dir():
+        client.log_artifacts(run_id, str(out_dir / "records"), artifact_path="records")
+
+
+def end_run(client: MlflowClient, run_id: str, ok: bool) -> None:
+    status = RunStatus.FINISHED if ok else RunStatus.FAILED
+    client.set_terminated(run_id, RunStatus.to_string(status))
