@@ -21,7 +21,6 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
 from prefect.cache_policies import CachePolicy
-from prefect.filesystems import LocalFileSystem
 from prefect.locking.filesystem import FileSystemLockManager
 from prefect.transactions import IsolationLevel
 from pydantic import BaseModel, ConfigDict
@@ -171,7 +170,7 @@ def submit_stage(request: StageRequest, force: bool = False) -> StageOutcome:
     configured = STAGE_TASKS[spec.stage].with_options(
         task_run_name=spec.name,
         refresh_cache=refresh,
-        result_storage=LocalFileSystem(basepath=str(store / "_prefect" / "results")),
+        result_storage=store / "_prefect" / "results",
         cache_policy=StageKeyPolicy().configure(
             isolation_level=IsolationLevel.SERIALIZABLE,
             lock_manager=FileSystemLockManager(lock_files_directory=store / "_prefect" / "locks"),
