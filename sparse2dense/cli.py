@@ -11,7 +11,6 @@ Prefect is imported only after that environment is set.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -33,6 +32,8 @@ def prepare_environment(cfg: PipelineConfig) -> None:
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.setdefault("PREFECT_HOME", str(runs / "prefect"))
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+        # No phoning home from an embedded server (and no network to do it with).
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "true")
     if cfg.teacher.toy is not None or cfg.student.toy is not None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -91,7 +91,9 @@ class DataSection(Section):
     eval_sets: list[str] = ["toy_test"]
     data_dir: str | None = None
     heldout_fraction: Probability = 0.2
-    prompt_template: str = "{problem}\n\nLet's think step by step and output the final answer within \\boxed{}."
+    prompt_template: str = (
+        "{problem}\n\nLet's think step by step and output the final answer within \\boxed{}."
+    )
     chat_template_kwargs: dict[str, bool | int | str] = {}
 
     @model_validator(mode="after")

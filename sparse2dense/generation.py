@@ -55,7 +55,9 @@ def resolve_backend(requested: str) -> str:
     except ImportError:
         has_vllm = False
     if requested == "vllm" and not has_vllm:
-        raise RuntimeError("eval.backend is 'vllm' but vllm is not installed (pip install 'sparse2dense[vllm]')")
+        raise RuntimeError(
+            "eval.backend is 'vllm' but vllm is not installed (pip install 'sparse2dense[vllm]')"
+        )
     if requested == "vllm" or (has_vllm and torch.cuda.is_available()):
         raise NotImplementedError("the vLLM generation backend is not available in this build")
     return "transformers"

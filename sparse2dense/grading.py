@@ -18,6 +18,7 @@ from functools import lru_cache
 MAX_ANSWER_CHARS = 512
 MAX_NESTING = 40
 MAX_EXPONENT_DIGITS = 3
+_BIG_EXPONENT_RE = re.compile(r"\^\s*\{?\s*\d{" + str(MAX_EXPONENT_DIGITS + 1) + ",}")
 
 
 class Verdict(StrEnum):
@@ -105,7 +106,7 @@ def _guard(s: str) -> str | None:
         peak = max(peak, depth)
     if peak > MAX_NESTING:
         return f"nesting deeper than {MAX_NESTING}"
-    if re.search(r"\^\s*\{?\s*\d{%d,}" % (MAX_EXPONENT_DIGITS + 1), s) or s.count("^") > 3:
+    if _BIG_EXPONENT_RE.search(s) or s.count("^") > 3:
         return "exponent too large"
     return None
 

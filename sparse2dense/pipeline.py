@@ -25,7 +25,10 @@ def _both(value: BaseModel | dict[str, Any]) -> tuple[Any, Any]:
 def stage_payload(cfg: PipelineConfig, stage: Stage, model: str | None = None) -> tuple[dict, dict]:
     """(config for SPEC.json, semantic subset for the key). `model` is "teacher" or "student"
     for the stages that act on either (base, eval)."""
-    prompt = {"template": cfg.data.prompt_template, "chat_template_kwargs": dict(cfg.data.chat_template_kwargs)}
+    prompt = {
+        "template": cfg.data.prompt_template,
+        "chat_template_kwargs": dict(cfg.data.chat_template_kwargs),
+    }
     parts: dict[str, Any] = {}
     if stage is Stage.DATA_PREP:
         parts["data"] = cfg.data
@@ -49,7 +52,11 @@ def stage_payload(cfg: PipelineConfig, stage: Stage, model: str | None = None) -
     elif stage is Stage.WARMUP:
         parts |= {"warmup": cfg.warmup, "models": {"student": cfg.student, "teacher": cfg.teacher}}
     elif stage is Stage.OPD:
-        parts |= {"opd": cfg.opd, "prompt": prompt, "models": {"student": cfg.student, "teacher": cfg.teacher}}
+        parts |= {
+            "opd": cfg.opd,
+            "prompt": prompt,
+            "models": {"student": cfg.student, "teacher": cfg.teacher},
+        }
     elif stage is Stage.EVAL:
         parts |= {"eval": cfg.eval, "prompt": prompt, "models": {"model": getattr(cfg, model)}}
     return _collect(parts)

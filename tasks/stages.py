@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages import Stage
-from sparse2dense.store import MANIFEST, StageResult, result_from_dir, stage_dir, verify_stage_dir
+from sparse2dense.store import StageResult, read_manifest, result_from_dir, stage_dir, verify_stage_dir
 from tasks import tracking
 
 
@@ -87,9 +87,12 @@ def _run_program(request: StageRequest, run_id: str, log_path: Path) -> None:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: deque[str] = deque(maxlen=40)
     cmd = [sys.executable, "-m", f"sparse2dense.stages.{spec.stage}", str(spec_path)]
-    with open(log_path, "a") as log, subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(request, run_id)
-    ) as proc:
+    with (
+        open(log_path, "a") as log,
+        subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(request, run_id)
+        ) as proc,
+    ):
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -148,6 +151,17 @@ def _make_task(stage: Stage):
 STAGE_TASKS = {stage: _make_task(stage) for stage in Stage}
 
 
+def cached_result_problem(spec: StageSpec, out_dir: Path) -> str | None:
+    """Why the stage directory cannot serve as this spec's result, or None if it can."""
+    if problem := verify_stage_dir(out_dir):
+        return problem
+    recorded = read_manifest(out_dir).get("upstream", {})
+    for role, upstream in spec.upstream.items():
+        if recorded.get(role, {}).get("digest") != upstream.manifest_digest:
+            return f"upstream {role!r} ({upstream.name}) changed since this result was computed"
+    return None
+
+
 @dataclass
 class StageOutcome:
     result: StageResult
@@ -161,9 +175,8 @@ def submit_stage(request: StageRequest, force: bool = False) -> StageOutcome:
     store = Path(request.store)
     out_dir = stage_dir(store, str(spec.stage), spec.key)
     refresh = force
-    if out_dir.exists() and (problem := verify_stage_dir(out_dir)):
-        if (out_dir / MANIFEST).exists() or any(out_dir.iterdir()):
-            get_run_logger().warning("stage %s: cached result unusable (%s); recomputing", spec.name, problem)
+    if out_dir.exists() and (problem := cached_result_problem(spec, out_dir)):
+        get_run_logger().warning("stage %s: cached result unusable (%s); recomputing", spec.name, problem)
         refresh = True
     elif not out_dir.exists():
         refresh = True  # a recorded hit without its directory is worthless
@@ -180,5 +193,6 @@ def submit_stage(request: StageRequest, force: bool = False) -> StageOutcome:
     state = configured(request, return_state=True)
     result: StageResult = state.result()
     status = "cached" if state.name == "Cached" else "computed"
-    return StageOutcome(result=result.model_copy(update={"name": spec.name}), status=status,
-                        wall_s=time.monotonic() - started)
+    return StageOutcome(
+        result=result.model_copy(update={"name": spec.name}), status=status, wall_s=time.monotonic() - started
+    )

@@ -47,11 +47,14 @@ def start_parent_run(client: MlflowClient, experiment_id: str, name: str, tags: 
 
 
 def start_child_run(
-    client: MlflowClient, experiment_id: str, parent_run_id: str, name: str, params: dict[str, Any], tags: dict
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    name: str,
+    params: dict[str, Any],
+    tags: dict,
 ) -> str:
-    run = client.create_run(
-        experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_run_id, **tags}
-    )
+    run = client.create_run(experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_run_id, **tags})
     for key, value in flatten_params(params).items():
         client.log_param(run.info.run_id, key, value)
     return run.info.run_id

@@ -47,7 +47,9 @@ def run_base(spec: StageSpec, out_dir: Path) -> StageOutput:
     records = load_records(spec.upstream_path("data") / "splits/base.jsonl")
     rows = [
         {
-            "prompt": render_prompt(tokenizer, r["problem"], prompt["template"], prompt["chat_template_kwargs"]),
+            "prompt": render_prompt(
+                tokenizer, r["problem"], prompt["template"], prompt["chat_template_kwargs"]
+            ),
             "completion": r["solution"] + tokenizer.eos_token,
         }
         for r in records

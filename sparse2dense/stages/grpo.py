@@ -63,7 +63,9 @@ def run_grpo(spec: StageSpec, out_dir: Path) -> StageOutput:
     records = load_records(spec.upstream_path("data") / f"splits/{SPLIT_OF_LABELS[section.labels]}.jsonl")
     rows = [
         {
-            "prompt": render_prompt(tokenizer, r["problem"], prompt["template"], prompt["chat_template_kwargs"]),
+            "prompt": render_prompt(
+                tokenizer, r["problem"], prompt["template"], prompt["chat_template_kwargs"]
+            ),
             "answer": r["answer"],
         }
         for r in records

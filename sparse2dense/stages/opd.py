@@ -43,7 +43,9 @@ def build_distillation_config(section: OPDSection, spec: StageSpec, out_dir: Pat
     )
 
 
-def student_sample_divergence(student, teacher, tokenizer, prompts: list[str], section: OPDSection, seed: int):
+def student_sample_divergence(
+    student, teacher, tokenizer, prompts: list[str], section: OPDSection, seed: int
+):
     """Reverse/forward KL on fresh student samples for fixed prompts (same seed before and after)."""
     sampling = SamplingParams(
         n=1, temperature=section.temperature, max_new_tokens=section.max_completion_length, seed=seed
@@ -63,7 +65,8 @@ def run_opd(spec: StageSpec, out_dir: Path) -> StageOutput:
     student, teacher = load_model(spec, "student"), load_model(spec, "teacher")
     problems = load_records(spec.upstream_path("data") / "splits/unlabeled.jsonl")
     prompts = [
-        render_prompt(tokenizer, p["problem"], prompt["template"], prompt["chat_template_kwargs"]) for p in problems
+        render_prompt(tokenizer, p["problem"], prompt["template"], prompt["chat_template_kwargs"])
+        for p in problems
     ]
     diagnostic = random.Random(spec.seed).sample(prompts, min(section.diagnostic_prompts, len(prompts)))
     before = student_sample_divergence(student, teacher, tokenizer, diagnostic, section, spec.seed)

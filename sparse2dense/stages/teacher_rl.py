@@ -1,6 +1,6 @@
 """teacher_rl: the GRPO stage (see `grpo.py`) under its pipeline name.
 
-    python -m sparse2dense.stages.teacher_rl SPEC.json
+python -m sparse2dense.stages.teacher_rl SPEC.json
 """
 
 from sparse2dense.stages import Stage

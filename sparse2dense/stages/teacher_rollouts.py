@@ -28,7 +28,8 @@ def run_teacher_rollouts(spec: StageSpec, out_dir: Path) -> StageOutput:
     tokenizer, teacher = load_tokenizer(spec, "teacher"), load_model(spec, "teacher")
     problems = load_records(spec.upstream_path("data") / "splits/unlabeled.jsonl")
     prompts = [
-        render_prompt(tokenizer, p["problem"], prompt["template"], prompt["chat_template_kwargs"]) for p in problems
+        render_prompt(tokenizer, p["problem"], prompt["template"], prompt["chat_template_kwargs"])
+        for p in problems
     ]
     sampling = SamplingParams(
         n=section.samples_per_prompt,

@@ -45,7 +45,9 @@ def build_trainer(section: WarmupSection, spec: StageSpec, out_dir: Path, studen
     """GKD (forward KL) or SFT on the teacher sequences: the only place our names meet TRL's."""
     args = _shared_args(section, spec, out_dir, len(rows))
     if section.objective == "sft":
-        data = Dataset.from_list([{"prompt": r["prompt"], "completion_ids": r["completion_ids"]} for r in rows])
+        data = Dataset.from_list(
+            [{"prompt": r["prompt"], "completion_ids": r["completion_ids"]} for r in rows]
+        )
         data = data.map(lambda r: {"completion": tokenizer.decode(r["completion_ids"])})
         return SFTTrainer(
             model=student,

@@ -1,0 +1,31 @@
+# Set-up is part of every target: a fresh clone needs only `make demo` or `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: install demo test lint ui clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# Pinned first: an unpinned torch would pull the CUDA build and several GB of packages.
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/s2d run configs/toy.yaml
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest
+
+ui: install
+	PREFECT_HOME=$(CURDIR)/runs/prefect $(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200 & \
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db
+
+clean:
+	rm -rf runs

@@ -1,0 +1,91 @@
+"""The post-train flow on a tiny toy world: every stage real, cached, tracked.
+
+One module-scoped first run feeds several checks: objectives move the right way, a rerun is fully
+cached without launching a stage, a changed `opd` field recomputes only `opd` and its dependants,
+and a deleted file in a cached stage makes that stage recompute instead of crashing.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sparse2dense.config import load_config
+from tests.conftest import MICRO, TOY
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("pipeline")
+
+
+def _config(workdir: Path, extra: list[str] | None = None):
+    paths = [f"store_dir={workdir / 'store'}", f"runs_dir={workdir / 'runs'}"]
+    return load_config(TOY, [*MICRO, *paths, *(extra or [])])
+
+
+def _run(workdir, extra=None):
+    from flows.post_train import post_train
+
+    return post_train(_config(workdir, extra))
+
+
+def _log_sizes(workdir: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_size for p in (workdir / "store" / "_logs").rglob("*.log")}
+
+
+@pytest.fixture(scope="module")
+def first(prefect_server, workdir):
+    return _run(workdir)
+
+
+def test_first_run_computes_every_stage_and_writes_summary(first):
+    assert {e["status"] for e in first["stages"].values()} == {"computed"}
+    on_disk = json.loads(Path(first["summary_path"]).read_text())
+    assert set(on_disk["stages"]) == set(first["stages"])
+    assert set(on_disk["eval"]) == {"teacher_base", "student_base", "teacher_rl", "student_final"}
+    assert on_disk["labels"]["teacher_rl"] > 0
+
+
+def test_objectives_move_the_right_way(first):
+    stages = first["stages"]
+    for name in ("base/teacher", "base/student"):
+        assert stages[name]["metrics"]["last_logged_loss"] < stages[name]["metrics"]["first_logged_loss"]
+    warmup, opd = stages["warmup"]["metrics"], stages["opd"]["metrics"]
+    assert warmup["forward_kl_after"] < warmup["forward_kl_before"]
+    assert opd["reverse_kl_after"] < opd["reverse_kl_before"]
+
+
+def test_mlflow_has_parent_and_one_child_per_computed_stage(first):
+    client = MlflowClient(first["mlflow"]["tracking_uri"])
+    parent = client.get_run(first["mlflow"]["parent_run_id"])
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert sorted(r.info.run_name for r in children) == sorted(first["stages"])
+    opd_run = next(r for r in children if r.info.run_name == "opd")
+    assert len(client.get_metric_history(opd_run.info.run_id, "train/loss")) >= 2
+
+
+def test_rerun_is_fully_cached_without_launching_stages(first, workdir):
+    sizes = _log_sizes(workdir)
+    second = _run(workdir)
+    assert {e["status"] for e in second["stages"].values()} == {"cached"}
+    assert _log_sizes(workdir) == sizes  # no stage program ran
+    assert second["eval"] == first["eval"]
+
+
+def test_changing_opd_recomputes_only_opd_and_dependants(first, workdir):
+    changed = _run(workdir, ["opd.steps=5"])
+    computed = {n for n, e in changed["stages"].items() if e["status"] == "computed"}
+    assert computed == {"opd", "eval/student_final"}
+
+
+def test_deleted_file_in_cached_stage_is_recomputed(first, workdir):
+    warmup_dir = Path(first["stages"]["warmup"]["path"])
+    (warmup_dir / "model" / "model.safetensors").unlink()
+    again = _run(workdir)
+    assert again["stages"]["warmup"]["status"] == "computed"
+    assert (warmup_dir / "model" / "model.safetensors").is_file()
+    assert again["stages"]["teacher_rl"]["status"] == "cached"
