@@ -13,11 +13,14 @@ from prefect import flow
 
 from sparse2dense.config import PipelineConfig
 from sparse2dense.pipeline import plan_stages
+from sparse2dense.preflight import check_configured_models
 from tasks.run_context import PipelineRun
 
 
 @flow(name="post-train", log_prints=True)
 def post_train(config: PipelineConfig, force_rerun: list[str] | None = None) -> dict[str, Any]:
+    if config.warmup.enabled or config.opd.enabled:
+        check_configured_models(config.teacher, config.student)
     run = PipelineRun(config, force_rerun)
     try:
         for planned in plan_stages(config):

@@ -10,7 +10,12 @@ TOY = Path(__file__).resolve().parents[1] / "configs" / "toy.yaml"
 
 def test_plan_order_and_optional_stages():
     names = [p.name for p in plan_stages(load_config(TOY))]
-    assert names.index("teacher_rl") < names.index("teacher_rollouts") < names.index("warmup") < names.index("opd")
+    assert (
+        names.index("teacher_rl")
+        < names.index("teacher_rollouts")
+        < names.index("warmup")
+        < names.index("opd")
+    )
     assert "student_rl" not in names
     with_rl = [p.name for p in plan_stages(load_config(TOY, ["student_rl.enabled=true"]))]
     assert with_rl.index("opd") < with_rl.index("student_rl") < with_rl.index("eval/student_final")

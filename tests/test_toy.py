@@ -26,5 +26,7 @@ def test_tokenizer_round_trip_and_chat_template():
     tok = build_tokenizer()
     text = r"12+7=19. \boxed{19}"
     assert tok.decode(tok(text)["input_ids"]) == text
-    prompt = tok.apply_chat_template([{"role": "user", "content": "1+2=?"}], tokenize=False, add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "1+2=?"}], tokenize=False, add_generation_prompt=True
+    )
     assert prompt.endswith("<|im_start|>assistant\n")

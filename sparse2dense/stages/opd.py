@@ -22,6 +22,7 @@ from sparse2dense.data import load_records
 from sparse2dense.diagnostics import measure_divergence
 from sparse2dense.generation import SamplingParams, generate
 from sparse2dense.models import load_model, load_tokenizer, save_model
+from sparse2dense.preflight import check_tokenizers
 from sparse2dense.prompts import render_prompt
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages import Stage
@@ -62,6 +63,7 @@ def run_opd(spec: StageSpec, out_dir: Path) -> StageOutput:
     section = OPDSection.model_validate(spec.config["opd"])
     prompt = spec.config["prompt"]
     tokenizer = load_tokenizer(spec, "student")
+    check_tokenizers(load_tokenizer(spec, "teacher"), tokenizer)
     student, teacher = load_model(spec, "student"), load_model(spec, "teacher")
     problems = load_records(spec.upstream_path("data") / "splits/unlabeled.jsonl")
     prompts = [

@@ -23,6 +23,7 @@ from sparse2dense.config import WarmupSection
 from sparse2dense.data import load_records
 from sparse2dense.diagnostics import measure_divergence
 from sparse2dense.models import load_model, load_tokenizer, save_model
+from sparse2dense.preflight import check_tokenizers
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages import Stage
 from sparse2dense.stages.program import StageOutput, latest_checkpoint, run_stage, training_args
@@ -77,6 +78,7 @@ def build_trainer(section: WarmupSection, spec: StageSpec, out_dir: Path, studen
 def run_warmup(spec: StageSpec, out_dir: Path) -> StageOutput:
     section = WarmupSection.model_validate(spec.config["warmup"])
     tokenizer = load_tokenizer(spec, "student")
+    check_tokenizers(load_tokenizer(spec, "teacher"), tokenizer)
     student, teacher = load_model(spec, "student"), load_model(spec, "teacher")
     rollouts = spec.upstream_path("rollouts") / "rollouts"
     rows, heldout = load_records(rollouts / "train.jsonl"), load_records(rollouts / "heldout.jsonl")
