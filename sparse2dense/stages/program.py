@@ -80,7 +80,7 @@ def run_stage(stage: Stage, body: Callable[[StageSpec, Path], StageOutput]) -> N
     if len(sys.argv) != 2:
         sys.exit(f"usage: python -m sparse2dense.stages.{stage} SPEC.json")
     spec = load_spec(sys.argv[1])
-    if spec.stage is not stage and not (stage is Stage.TEACHER_RL and spec.stage is Stage.STUDENT_RL):
+    if spec.stage is not stage:
         sys.exit(f"spec is for stage {spec.stage}, this program runs {stage}")
     out_dir = Path(spec.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
