@@ -9,11 +9,15 @@ math-verify is called with its signal-based timeouts off, because those raise of
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
 from functools import lru_cache
+
+# math-verify warns on every call that its (signal-based) timeouts are off; they are off on purpose.
+logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 MAX_ANSWER_CHARS = 512
 MAX_NESTING = 40
@@ -108,7 +112,27 @@ def _guard(s: str) -> str | None:
         return f"nesting deeper than {MAX_NESTING}"
     if _BIG_EXPONENT_RE.search(s) or s.count("^") > 3:
         return "exponent too large"
+    if _has_power_tower(s):
+        return "nested exponent (power tower)"
     return None
+
+
+def _has_power_tower(s: str) -> bool:
+    """True if an exponent itself contains an exponent: `9^{9^{9}}` grows beyond any sympy budget."""
+    for match in re.finditer(r"\^", s):
+        rest = s[match.end() :].lstrip()
+        if rest.startswith("{"):
+            depth = 0
+            for i, ch in enumerate(rest):
+                depth += ch == "{"
+                depth -= ch == "}"
+                if depth == 0:
+                    if "^" in rest[:i] or "**" in rest[:i]:
+                        return True
+                    break
+        elif re.match(r"[\w.]+\s*(\^|\*\*)", rest):
+            return True  # 9^9^9 parses right-associatively as a tower
+    return False
 
 
 def _symbolic_equal(gold: str, pred: str) -> bool:

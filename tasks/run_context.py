@@ -90,6 +90,7 @@ class PipelineRun:
     def finish(self, ok: bool = True) -> dict[str, Any]:
         self.summary["wall_s"] = round(time.monotonic() - self.started, 2)
         self.summary["labels"]["total"] = sum(self.summary["labels"].values())
+        self.summary["flow_run_id"] = str(flow_run.get_id() or "")
         self.summary["mlflow"] = {
             "tracking_uri": self.tracking.tracking_uri,
             "parent_run_id": self.tracking.parent_run_id,

@@ -65,7 +65,36 @@ def test_mlflow_has_parent_and_one_child_per_computed_stage(first):
     )
     assert sorted(r.info.run_name for r in children) == sorted(first["stages"])
     opd_run = next(r for r in children if r.info.run_name == "opd")
-    assert len(client.get_metric_history(opd_run.info.run_id, "train/loss")) >= 2
+    assert len(client.get_metric_history(opd_run.info.run_id, "loss")) >= 2  # a training curve
+    assert "stage/reverse_kl_after" in opd_run.data.metrics
+
+
+def test_prefect_shows_one_task_run_per_stage_and_the_eval_table(first):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    async def fetch():
+        async with get_client() as client:
+            flow_run_id = first["flow_run_id"]
+            tasks = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["eval-results"])),
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            )
+            return tasks, artifacts
+
+    tasks, artifacts = asyncio.run(fetch())
+    assert sorted(t.name for t in tasks) == sorted(first["stages"])
+    assert len(artifacts) == 1 and "student_final" in str(artifacts[0].data)
 
 
 def test_rerun_is_fully_cached_without_launching_stages(first, workdir):
