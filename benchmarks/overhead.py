@@ -5,7 +5,8 @@ For each stage of a tiny toy pipeline this compares
            hashing + Prefect state/result bookkeeping + the work itself), and
   bare:    the same stage body (same model, same data, same TRL trainer and steps) called in this
            one process, with libraries already imported,
-and prints the ratio. Run:  .venv/bin/python benchmarks/overhead.py [--set field=value ...]
+and prints the ratio. Run:  .venv/bin/python benchmarks/overhead.py [--demo] [--set field=value ...]
+(`--demo`: the toy preset as `make demo` runs it; default: the tiny world of the flow tests).
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ BODIES = {
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--demo", action="store_true", help="the full toy preset instead of the tiny world")
     args = parser.parse_args()
     from sparse2dense.config import load_config
     from sparse2dense.spec import load_spec
     from tests.conftest import MICRO
 
     work = Path(tempfile.mkdtemp(prefix="s2d-bench-"))
-    overrides = [*MICRO, f"store_dir={work / 'store'}", f"runs_dir={work / 'runs'}", *args.set]
+    overrides = [*([] if args.demo else MICRO), f"store_dir={work / 'store'}", f"runs_dir={work / 'runs'}", *args.set]
     cfg = load_config(ROOT / "configs/toy.yaml", overrides)
     os.environ["PREFECT_HOME"] = str(work / "prefect")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"

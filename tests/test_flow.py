@@ -118,3 +118,31 @@ def test_deleted_file_in_cached_stage_is_recomputed(first, workdir):
     assert again["stages"]["warmup"]["status"] == "computed"
     assert (warmup_dir / "model" / "model.safetensors").is_file()
     assert again["stages"]["teacher_rl"]["status"] == "cached"
+
+
+def test_eval_metrics_agree_with_per_sample_records(first):
+    path = Path(first["stages"]["eval/teacher_base"]["path"])
+    rows = [json.loads(line) for line in (path / "records" / "toy_test.jsonl").read_text().splitlines()]
+    verdicts = [s["verdict"] == "correct" for r in rows for s in r["samples"]]
+    results = json.loads((path / "results.json").read_text())
+    assert results["benchmarks"]["toy_test"]["avg@2"] == pytest.approx(sum(verdicts) / len(verdicts))
+    assert results["generation"]["backend"] == "transformers" and results["sampling"]["n"] == 2
+
+
+def test_rollouts_hold_out_whole_prompts_and_end_in_eos(first):
+    path = Path(first["stages"]["teacher_rollouts"]["path"]) / "rollouts"
+    train = [json.loads(x) for x in (path / "train.jsonl").read_text().splitlines()]
+    heldout = [json.loads(x) for x in (path / "heldout.jsonl").read_text().splitlines()]
+    assert heldout and not {r["id"] for r in train} & {r["id"] for r in heldout}
+    from sparse2dense.toy import build_tokenizer
+
+    eos = build_tokenizer().eos_token_id
+    assert all(r["completion_ids"][-1] == eos for r in train if r["finish_reason"] == "stop")
+
+
+def test_sft_warmup_option_recomputes_from_warmup_and_lowers_kl(first, workdir):
+    sft = _run(workdir, ["warmup.objective=sft"])
+    computed = {n for n, e in sft["stages"].items() if e["status"] == "computed"}
+    assert computed == {"warmup", "opd", "eval/student_final"}
+    metrics = sft["stages"]["warmup"]["metrics"]
+    assert metrics["forward_kl_after"] < metrics["forward_kl_before"]
