@@ -44,7 +44,12 @@ def main() -> None:
     from tests.conftest import MICRO
 
     work = Path(tempfile.mkdtemp(prefix="s2d-bench-"))
-    overrides = [*([] if args.demo else MICRO), f"store_dir={work / 'store'}", f"runs_dir={work / 'runs'}", *args.set]
+    overrides = [
+        *([] if args.demo else MICRO),
+        f"store_dir={work / 'store'}",
+        f"runs_dir={work / 'runs'}",
+        *args.set,
+    ]
     cfg = load_config(ROOT / "configs/toy.yaml", overrides)
     os.environ["PREFECT_HOME"] = str(work / "prefect")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"

@@ -23,3 +23,11 @@ def render_prompt(
     return tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {})
     )
+
+
+def render_prompts(tokenizer: Any, problems: list[dict[str, Any]], prompt: dict[str, Any]) -> list[str]:
+    """`render_prompt` for each record, with a stage's prompt section (template + chat kwargs)."""
+    return [
+        render_prompt(tokenizer, p["problem"], prompt["template"], prompt["chat_template_kwargs"])
+        for p in problems
+    ]

@@ -17,7 +17,7 @@ from trl import SFTConfig, SFTTrainer
 from sparse2dense.config import ToyArchitecture
 from sparse2dense.data import load_records
 from sparse2dense.models import save_model
-from sparse2dense.prompts import render_prompt
+from sparse2dense.prompts import render_prompts
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages import Stage
 from sparse2dense.stages.program import StageOutput, latest_checkpoint, run_stage, training_args
@@ -45,14 +45,10 @@ def run_base(spec: StageSpec, out_dir: Path) -> StageOutput:
     tokenizer = build_tokenizer()
     model = build_model(arch, tokenizer, spec.seed)
     records = load_records(spec.upstream_path("data") / "splits/base.jsonl")
+    prompts = render_prompts(tokenizer, records, prompt)
     rows = [
-        {
-            "prompt": render_prompt(
-                tokenizer, r["problem"], prompt["template"], prompt["chat_template_kwargs"]
-            ),
-            "completion": r["solution"] + tokenizer.eos_token,
-        }
-        for r in records
+        {"prompt": p, "completion": r["solution"] + tokenizer.eos_token}
+        for p, r in zip(prompts, records, strict=True)
     ]
     trainer = SFTTrainer(
         model=model,

@@ -18,7 +18,7 @@ from sparse2dense.generation import SamplingParams, backend_info, generate, reso
 from sparse2dense.grading import grade_completion
 from sparse2dense.metrics import summarize
 from sparse2dense.models import load_model, load_tokenizer
-from sparse2dense.prompts import render_prompt
+from sparse2dense.prompts import render_prompts
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages import Stage
 from sparse2dense.stages.program import StageOutput, run_stage
@@ -41,10 +41,7 @@ def run_eval(spec: StageSpec, out_dir: Path) -> StageOutput:
     for path in sorted((spec.upstream_path("data") / "eval").glob("*.jsonl")):
         bench = path.stem
         problems = load_records(path)[: section.max_problems]
-        prompts = [
-            render_prompt(tokenizer, p["problem"], prompt["template"], prompt["chat_template_kwargs"])
-            for p in problems
-        ]
+        prompts = render_prompts(tokenizer, problems, prompt)
         groups = generate(model, tokenizer, prompts, sampling, section.batch_size, label=f"eval {bench}")
         rows, correct_P_K, answers_P_K = [], [], []
         for problem, group in zip(problems, groups, strict=True):

@@ -20,7 +20,7 @@ from sparse2dense.config import GRPOSection
 from sparse2dense.data import load_records
 from sparse2dense.grading import correctness_reward
 from sparse2dense.models import load_model, load_tokenizer, save_model
-from sparse2dense.prompts import render_prompt
+from sparse2dense.prompts import render_prompts
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages.program import StageOutput, latest_checkpoint, training_args
 
@@ -61,15 +61,8 @@ def run_grpo(spec: StageSpec, out_dir: Path) -> StageOutput:
     prompt = spec.config["prompt"]
     tokenizer, model = load_tokenizer(spec, "policy"), load_model(spec, "policy")
     records = load_records(spec.upstream_path("data") / f"splits/{SPLIT_OF_LABELS[section.labels]}.jsonl")
-    rows = [
-        {
-            "prompt": render_prompt(
-                tokenizer, r["problem"], prompt["template"], prompt["chat_template_kwargs"]
-            ),
-            "answer": r["answer"],
-        }
-        for r in records
-    ]
+    prompts = render_prompts(tokenizer, records, prompt)
+    rows = [{"prompt": p, "answer": r["answer"]} for p, r in zip(prompts, records, strict=True)]
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=correctness_reward,

@@ -23,7 +23,7 @@ from sparse2dense.diagnostics import measure_divergence
 from sparse2dense.generation import SamplingParams, generate
 from sparse2dense.models import load_model, load_tokenizer, save_model
 from sparse2dense.preflight import check_tokenizers
-from sparse2dense.prompts import render_prompt
+from sparse2dense.prompts import render_prompts
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages import Stage
 from sparse2dense.stages.program import StageOutput, latest_checkpoint, run_stage, training_args
@@ -66,10 +66,7 @@ def run_opd(spec: StageSpec, out_dir: Path) -> StageOutput:
     check_tokenizers(load_tokenizer(spec, "teacher"), tokenizer)
     student, teacher = load_model(spec, "student"), load_model(spec, "teacher")
     problems = load_records(spec.upstream_path("data") / "splits/unlabeled.jsonl")
-    prompts = [
-        render_prompt(tokenizer, p["problem"], prompt["template"], prompt["chat_template_kwargs"])
-        for p in problems
-    ]
+    prompts = render_prompts(tokenizer, problems, prompt)
     diagnostic = random.Random(spec.seed).sample(prompts, min(section.diagnostic_prompts, len(prompts)))
     before = student_sample_divergence(student, teacher, tokenizer, diagnostic, section, spec.seed)
     trainer = DistillationTrainer(

@@ -16,7 +16,7 @@ from sparse2dense.config import RolloutSection
 from sparse2dense.data import load_records, save_records
 from sparse2dense.generation import SamplingParams, generate
 from sparse2dense.models import load_model, load_tokenizer
-from sparse2dense.prompts import render_prompt
+from sparse2dense.prompts import render_prompts
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages import Stage
 from sparse2dense.stages.program import StageOutput, run_stage
@@ -27,10 +27,7 @@ def run_teacher_rollouts(spec: StageSpec, out_dir: Path) -> StageOutput:
     prompt = spec.config["prompt"]
     tokenizer, teacher = load_tokenizer(spec, "teacher"), load_model(spec, "teacher")
     problems = load_records(spec.upstream_path("data") / "splits/unlabeled.jsonl")
-    prompts = [
-        render_prompt(tokenizer, p["problem"], prompt["template"], prompt["chat_template_kwargs"])
-        for p in problems
-    ]
+    prompts = render_prompts(tokenizer, problems, prompt)
     sampling = SamplingParams(
         n=section.samples_per_prompt,
         temperature=section.temperature,
