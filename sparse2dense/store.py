@@ -79,8 +79,16 @@ def write_manifest(root: Path, fields: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
+# What identifies a result's content: not its wall time or library versions, so that a recompute that
+# reproduces the same files does not invalidate the stages built on it.
+CONTENT_FIELDS = ("key", "stage", "files", "metrics", "labeled_examples")
+
+
 def manifest_digest(root: Path) -> str:
-    return sha256_file(root / MANIFEST)
+    manifest = read_manifest(root)
+    content = {name: manifest.get(name) for name in CONTENT_FIELDS}
+    blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def read_manifest(root: Path) -> dict[str, Any]:

@@ -36,3 +36,17 @@ def test_corrupted_file_is_detected(tmp_path):
 def test_no_manifest_is_not_a_result(tmp_path):
     (tmp_path / "partial").mkdir()
     assert "no manifest" in verify_stage_dir(tmp_path / "partial")
+
+
+def test_digest_ignores_wall_time_but_not_content(tmp_path):
+    from sparse2dense.store import manifest_digest
+
+    root = _stage(tmp_path)
+    before = manifest_digest(root)
+    write_manifest(
+        root, {"key": "k", "stage": "base", "metrics": {"loss": 1.5}, "labeled_examples": 3, "wall_s": 9}
+    )
+    assert manifest_digest(root) == before
+    (root / "model" / "weights.bin").write_bytes(b"xyz")
+    write_manifest(root, {"key": "k", "stage": "base", "metrics": {"loss": 1.5}, "labeled_examples": 3})
+    assert manifest_digest(root) != before
