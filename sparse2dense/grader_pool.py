@@ -118,7 +118,8 @@ class GraderPool:
         self.memory_mb = memory_mb
         self.startup_timeout_s = startup_timeout_s
         self.stats = PoolStats()
-        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()
+        self._start_error = ""
         self._live: set[_Worker] = set()
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, str], Outcome] = OrderedDict()
@@ -152,9 +153,6 @@ class GraderPool:
             worker = self._checkout()
         except RuntimeError as err:
             return Outcome("error", str(err)), False
-        if not worker.wait_ready(self.startup_timeout_s):
-            self._replace(worker)
-            return Outcome("error", "grader worker failed to start"), False
         start = time.monotonic()
         try:
             worker.requests.send((gold, pred))
@@ -174,27 +172,46 @@ class GraderPool:
         return Outcome("error", f"symbolic check failed: {reply[0]}"), True
 
     def _checkout(self) -> _Worker:
-        """An idle worker; a new one while under the pool size; else wait for one to come back."""
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("grader pool is closed")
-            grow = self._idle.empty() and len(self._live) < self.workers
-            if grow:
-                worker = self._start_worker()
-        if grow:
-            return worker
-        while True:
-            try:
-                return self._idle.get(timeout=1.0)
-            except queue.Empty:
-                if self._closed:
-                    raise RuntimeError("grader pool is closed") from None
+        """A ready idle worker, starting one first while the pool is under size.
 
-    def _start_worker(self) -> _Worker:
-        worker = _Worker(self.memory_mb)
+        Only ready workers enter the idle queue, so the limit never includes a worker's start-up.
+        """
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("grader pool is closed")
+                if self._idle.empty() and len(self._live) < self.workers:
+                    self._start_worker()
+            try:
+                worker = self._idle.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if worker is None:
+                raise RuntimeError(f"grader worker failed to start: {self._start_error}")
+            return worker
+
+    def _start_worker(self) -> None:
+        """Launch a worker (under the lock) and let a thread admit it to the idle queue once ready."""
+        try:
+            worker = _Worker(self.memory_mb)
+        except OSError as err:
+            self._start_error = f"{type(err).__name__}: {err}"
+            self._idle.put(None)
+            return
         self._live.add(worker)
         self.stats.workers_started += 1
-        return worker
+        threading.Thread(target=self._admit, args=(worker,), daemon=True, name="s2d-grader-start").start()
+
+    def _admit(self, worker: _Worker) -> None:
+        if worker.wait_ready(self.startup_timeout_s):
+            self._idle.put(worker)
+            return
+        code = worker.process.poll()
+        worker.kill()
+        with self._lock:
+            self._live.discard(worker)
+            self._start_error = "no ready signal" if code is None else f"exit code {code}"
+        self._idle.put(None)  # wakes one waiting caller with an error instead of a hang
 
     def _replace(self, worker: _Worker) -> None:
         """Kill a stuck or dead worker and start its successor now, so it warms up before it is needed."""
@@ -204,17 +221,17 @@ class GraderPool:
             if self._closed:
                 return
             self.stats.workers_replaced += 1
-            successor = self._start_worker()
-        self._idle.put(successor)
+            self._start_worker()
 
     def warm(self) -> None:
         """Start every worker and wait until all are ready (the first answers then pay no start-up)."""
-        held = [self._checkout() for _ in range(self.workers)]
-        for worker in held:
-            if worker.wait_ready(self.startup_timeout_s):
+        held = []
+        try:
+            for _ in range(self.workers):
+                held.append(self._checkout())
+        finally:
+            for worker in held:
                 self._idle.put(worker)
-            else:
-                self._replace(worker)
 
     def close(self) -> None:
         with self._lock:

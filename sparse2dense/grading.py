@@ -111,10 +111,22 @@ def _as_number(s: str) -> Fraction | None:
     return None
 
 
+def _braces_balanced(s: str) -> bool:
+    depth = 0
+    for ch in _BRACE_RE.findall(s):
+        depth += 1 if ch == "{" else -1
+        if depth < 0:
+            return False
+    return depth == 0
+
+
 def _guard(s: str) -> str | None:
     """Why an answer is too risky for sympy, or None."""
     if len(s) > MAX_ANSWER_CHARS:
         return f"answer longer than {MAX_ANSWER_CHARS} chars"
+    if not _braces_balanced(s):
+        # math-verify would fall back to picking a number out of the fragment (`1 + {2` "equals" 1).
+        return "unbalanced braces"
     depth = peak = 0
     for ch in s:
         depth += ch in "{(["
