@@ -121,6 +121,9 @@ class GraderPool:
         self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()
         self._start_error = ""
         self._live: set[_Worker] = set()
+        self._starting = 0
+        self._launches: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._launcher: threading.Thread | None = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, str], Outcome] = OrderedDict()
         self._cache_size = cache_size
@@ -180,7 +183,7 @@ class GraderPool:
             with self._lock:
                 if self._closed:
                     raise RuntimeError("grader pool is closed")
-                if self._idle.empty() and len(self._live) < self.workers:
+                if self._idle.empty() and len(self._live) + self._starting < self.workers:
                     self._start_worker()
             try:
                 worker = self._idle.get(timeout=1.0)
@@ -191,22 +194,45 @@ class GraderPool:
             return worker
 
     def _start_worker(self) -> None:
-        """Launch a worker (under the lock) and let a thread admit it to the idle queue once ready."""
-        try:
-            worker = _Worker(self.memory_mb)
-        except OSError as err:
-            self._start_error = f"{type(err).__name__}: {err}"
-            self._idle.put(None)
-            return
-        self._live.add(worker)
-        self.stats.workers_started += 1
-        threading.Thread(target=self._admit, args=(worker,), daemon=True, name="s2d-grader-start").start()
+        """Ask the launcher thread for one more worker (called under the lock)."""
+        self._starting += 1
+        if self._launcher is None:
+            self._launcher = threading.Thread(
+                target=self._launch_loop, daemon=True, name="s2d-grader-launcher"
+            )
+            self._launcher.start()
+        self._launches.put(True)
+
+    def _launch_loop(self) -> None:
+        """Start workers from this one long-lived thread: the kernel's parent-death signal follows the
+        thread that forked, so a worker started from a short-lived caller thread would die with it."""
+        while self._launches.get():
+            try:
+                worker = _Worker(self.memory_mb)
+            except OSError as err:
+                with self._lock:
+                    self._starting -= 1
+                    self._start_error = f"{type(err).__name__}: {err}"
+                self._idle.put(None)
+                continue
+            with self._lock:
+                self._starting -= 1
+                closed = self._closed
+                if not closed:
+                    self._live.add(worker)
+                    self.stats.workers_started += 1
+            if closed:
+                worker.kill()
+                return
+            threading.Thread(target=self._admit, args=(worker,), daemon=True, name="s2d-grader-start").start()
 
     def _admit(self, worker: _Worker) -> None:
         if worker.wait_ready(self.startup_timeout_s):
             self._idle.put(worker)
             return
-        code = worker.process.poll()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.process.wait(1)  # a worker that crashed on start-up has an exit code to report
+        code = worker.process.returncode
         worker.kill()
         with self._lock:
             self._live.discard(worker)
@@ -237,6 +263,7 @@ class GraderPool:
         with self._lock:
             self._closed = True
             live, self._live = list(self._live), set()
+        self._launches.put(False)
         for worker in live:
             with contextlib.suppress(OSError):
                 worker.requests.send(None)

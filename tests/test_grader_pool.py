@@ -98,6 +98,18 @@ def test_hang_from_a_thread_pool_holding_the_gil(pool):
     _still_serves()
 
 
+def test_workers_outlive_the_thread_that_replaced_them(pool):
+    """A replacement started on behalf of a short-lived caller thread keeps serving after it exits."""
+    thread = threading.Thread(target=pool.check, args=("4", STALLS_SYMPY))
+    thread.start()
+    thread.join()
+    pool.warm()
+    time.sleep(0.5)
+    assert [o.verdict for o in (pool.check("z+1", f"1+z+{i}-{i}") for i in range(2 * pool.workers))] == [
+        "correct"
+    ] * (2 * pool.workers)
+
+
 def test_dead_worker_is_replaced(pool):
     pool.warm()
     victim = pool._idle.get()
