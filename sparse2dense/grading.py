@@ -148,8 +148,8 @@ def _is_numeric(group: str) -> bool:
     return not re.search(r"[A-Za-z]", _ARITH_COMMANDS_RE.sub("", group))
 
 
-def _group_before(s: str, end: int) -> str | None:
-    """The bracketed group closing just before `end` (`(...)`, `{...}`, `[...]`), or None."""
+def _group_before(s: str, end: int) -> tuple[str, int] | None:
+    """The bracketed group closing just before `end` (`(...)`, `{...}`, `[...]`) and where it opens."""
     i = end - 1
     while i >= 0 and s[i] == " ":
         i -= 1
@@ -160,7 +160,7 @@ def _group_before(s: str, end: int) -> str | None:
         depth += s[j] in ")}]"
         depth -= s[j] in "({["
         if depth == 0:
-            return s[j + 1 : i]
+            return s[j + 1 : i], j
     return None
 
 
@@ -179,14 +179,18 @@ def _group_after(s: str, start: int) -> str | None:
 
 
 def _has_power_tower(s: str) -> bool:
-    """True if a numeric power is raised to a power again: `9^{9^{9}}`, `9^9^9`, `(999^{999})^{999}`.
+    """True if a numeric power is raised to a power again: `9^{9^{9}}`, `9^9^9`, `(999^{999})^{999}`,
+    or superscripts are chained (`2^{999}^{999}`, a TeX error that the parser reads as a tower).
 
     Those outgrow any sympy budget; symbolic towers such as `e^{-x^{2}}` are legitimate answers and
     go to the worker, whose wall-clock limit bounds them.
     """
     for match in re.finditer(r"\^", s):
         exponent = _group_after(s, match.end())
-        base = _group_before(s, match.start())
+        before = _group_before(s, match.start())
+        base = before[0] if before else None
+        if before and s[before[1]] == "{" and s[: before[1]].rstrip().endswith("^"):
+            return True
         for group in (exponent, base):
             if group is not None and ("^" in group or "**" in group) and _is_numeric(group):
                 return True

@@ -22,6 +22,8 @@ STALLS_SYMPY = r"999^{999 \cdot 999 \cdot 999}"
 ADVERSARIAL = {
     "power tower": r"\boxed{9^{9^{9^{9}}}}",
     "parenthesized tower": r"\boxed{((999^{999})^{999})^{999}}",
+    "chained superscripts": r"\boxed{2^{999}^{999}^{999}}",
+    "deep nesting": r"\boxed{" + "(" * 200 + "1" + ")" * 200 + "}",
     "guard-passing bignum": rf"\boxed{{{STALLS_SYMPY}}}",
     "10k-deep nesting": r"\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}",
     "1 MB answer": r"\boxed{" + "x+" * 500_000 + "}",
