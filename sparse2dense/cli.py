@@ -1,7 +1,8 @@
-"""`s2d`: run the pipeline, validate a config.
+"""`s2d`: run the pipeline, validate a config, grade answers.
 
     s2d run [CONFIG] [--set section.field=value ...] [--force STAGE ...]
     s2d validate CONFIG [--set ...]
+    s2d grade INPUT.jsonl [--output OUT.jsonl] [--limit-s S] [--workers N]
 
 With no `PREFECT_API_URL`, flows run against a temporary local Prefect server whose database lives
 under the config's runs directory (so `prefect server start` on the same PREFECT_HOME shows them).
@@ -78,6 +79,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grade(args: argparse.Namespace) -> int:
+    from sparse2dense import grader_pool
+    from sparse2dense.grade_file import default_output, grade_file
+
+    grader_pool.configure(workers=args.workers, limit_s=args.limit_s)
+    grade_file(args.input, args.output or default_output(args.input), echo=sys.stdout)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s2d", description="sparse-to-dense post-training pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("config")
     val.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     val.set_defaults(func=cmd_validate)
+    grade = sub.add_parser("grade", help="grade a jsonl of {gold, pred} records; print totals per verdict")
+    grade.add_argument("input", type=Path)
+    grade.add_argument("--output", type=Path, help="graded records (default INPUT.graded.jsonl)")
+    grade.add_argument("--limit-s", type=float, default=5.0, help="wall-clock limit per symbolic check")
+    grade.add_argument(
+        "--workers", type=int, default=None, help="grader worker processes (default min(4, cpus))"
+    )
+    grade.set_defaults(func=cmd_grade)
     return parser
 
 

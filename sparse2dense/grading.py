@@ -1,23 +1,20 @@
 """The one grading function: it scores both the GRPO reward and the evaluation, so they never drift.
 
 Last `\\boxed{}` (or `\\fbox{}`) with nested braces -> normalized string match (fast path, never
-reaches sympy) -> numeric match -> symbolic equivalence through math-verify (sympy), behind cheap
-guards (size, nesting depth, exponent magnitude) that turn pathological answers into fast verdicts.
-math-verify is called with its signal-based timeouts off, because those raise off the main thread
-(Prefect and TRL call rewards from threads).
+reaches sympy) -> numeric match -> cheap guards (size, nesting depth, exponent magnitude, numeric
+power towers) -> symbolic equivalence through math-verify (sympy). Only that last step leaves this
+module: `grader_pool` runs it in worker processes under a hard wall-clock limit, so a call from any
+thread returns a verdict (correct, wrong, no_answer, timeout, error) with its reason.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
-from functools import lru_cache
 
-# math-verify warns on every call that its (signal-based) timeouts are off; they are off on purpose.
-logging.getLogger("math_verify").setLevel(logging.ERROR)
+from sparse2dense.grader_pool import get_pool
 
 MAX_ANSWER_CHARS = 512
 MAX_NESTING = 40
@@ -45,24 +42,39 @@ class Grade:
 
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*")
+_BARE_RE = re.compile(r"[^\s$]+")
+_BRACE_RE = re.compile(r"[{}]")
+
+
+def _closing_braces(text: str, start: int) -> dict[int, int]:
+    """Position of each `{` (from `start` on) -> its matching `}`; unmatched ones are absent."""
+    closing, stack = {}, []
+    for match in _BRACE_RE.finditer(text, start):
+        if match.group() == "{":
+            stack.append(match.start())
+        elif stack:
+            closing[stack.pop()] = match.start()
+    return closing
 
 
 def extract_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}`/`\\fbox{...}` (nested braces kept), or `\\boxed 7` form."""
+    """Content of the last `\\boxed{...}`/`\\fbox{...}` (nested braces kept), or `\\boxed 7` form.
+
+    One brace-matching pass serves every candidate box, so a megabyte of unbalanced `\\boxed{`
+    stays linear instead of rescanning the tail once per box.
+    """
     matches = list(_BOX_RE.finditer(text))
+    closing: dict[int, int] | None = None
     for match in reversed(matches):
         start = match.end()
         if start < len(text) and text[start] == "{":
-            depth = 0
-            for i in range(start, len(text)):
-                if text[i] == "{":
-                    depth += 1
-                elif text[i] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[start + 1 : i]
-            continue  # unbalanced: try an earlier box
-        bare = re.match(r"[^\s$]+", text[start:])
+            if closing is None:
+                closing = _closing_braces(text, matches[0].end())
+            end = closing.get(start)
+            if end is None:
+                continue  # unbalanced: try an earlier box
+            return text[start + 1 : end]
+        bare = _BARE_RE.match(text, start)
         if bare:
             return bare.group(0)
     return None
@@ -99,10 +111,22 @@ def _as_number(s: str) -> Fraction | None:
     return None
 
 
+def _braces_balanced(s: str) -> bool:
+    depth = 0
+    for ch in _BRACE_RE.findall(s):
+        depth += 1 if ch == "{" else -1
+        if depth < 0:
+            return False
+    return depth == 0
+
+
 def _guard(s: str) -> str | None:
     """Why an answer is too risky for sympy, or None."""
     if len(s) > MAX_ANSWER_CHARS:
         return f"answer longer than {MAX_ANSWER_CHARS} chars"
+    if not _braces_balanced(s):
+        # math-verify would fall back to picking a number out of the fragment (`1 + {2` "equals" 1).
+        return "unbalanced braces"
     depth = peak = 0
     for ch in s:
         depth += ch in "{(["
@@ -117,35 +141,64 @@ def _guard(s: str) -> str | None:
     return None
 
 
+_ARITH_COMMANDS_RE = re.compile(r"\\(?:cdot|times|frac|sqrt|left|right)")
+
+
+def _is_numeric(group: str) -> bool:
+    return not re.search(r"[A-Za-z]", _ARITH_COMMANDS_RE.sub("", group))
+
+
+def _group_before(s: str, end: int) -> tuple[str, int] | None:
+    """The bracketed group closing just before `end` (`(...)`, `{...}`, `[...]`) and where it opens."""
+    i = end - 1
+    while i >= 0 and s[i] == " ":
+        i -= 1
+    if i < 0 or s[i] not in ")}]":
+        return None
+    depth = 0
+    for j in range(i, -1, -1):
+        depth += s[j] in ")}]"
+        depth -= s[j] in "({["
+        if depth == 0:
+            return s[j + 1 : i], j
+    return None
+
+
+def _group_after(s: str, start: int) -> str | None:
+    """The `{...}` exponent starting at `start` (spaces skipped), or None."""
+    rest = s[start:].lstrip()
+    if not rest.startswith("{"):
+        return None
+    depth = 0
+    for i, ch in enumerate(rest):
+        depth += ch == "{"
+        depth -= ch == "}"
+        if depth == 0:
+            return rest[1:i]
+    return None
+
+
 def _has_power_tower(s: str) -> bool:
-    """True if an exponent itself contains an exponent: `9^{9^{9}}` grows beyond any sympy budget."""
+    """True if a numeric power is raised to a power again: `9^{9^{9}}`, `9^9^9`, `(999^{999})^{999}`,
+    or superscripts are chained (`2^{999}^{999}`, a TeX error that the parser reads as a tower).
+
+    Those outgrow any sympy budget; symbolic towers such as `e^{-x^{2}}` are legitimate answers and
+    go to the worker, whose wall-clock limit bounds them.
+    """
     for match in re.finditer(r"\^", s):
-        rest = s[match.end() :].lstrip()
-        if rest.startswith("{"):
-            depth = 0
-            for i, ch in enumerate(rest):
-                depth += ch == "{"
-                depth -= ch == "}"
-                if depth == 0:
-                    if "^" in rest[:i] or "**" in rest[:i]:
-                        return True
-                    break
-        elif re.match(r"[\w.]+\s*(\^|\*\*)", rest):
+        exponent = _group_after(s, match.end())
+        before = _group_before(s, match.start())
+        base = before[0] if before else None
+        if before and s[before[1]] == "{" and s[: before[1]].rstrip().endswith("^"):
+            return True
+        for group in (exponent, base):
+            if group is not None and ("^" in group or "**" in group) and _is_numeric(group):
+                return True
+        if exponent is None and re.match(r"\s*[\d.]+\s*(\^|\*\*)\s*\{?\s*[\d.]", s[match.end() :]):
             return True  # 9^9^9 parses right-associatively as a tower
     return False
 
 
-def _symbolic_equal(gold: str, pred: str) -> bool:
-    from math_verify import parse, verify
-
-    gold_parsed = parse(f"${gold}$", parsing_timeout=None)
-    pred_parsed = parse(f"${pred}$", parsing_timeout=None)
-    if not gold_parsed or not pred_parsed:
-        return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
-
-
-@lru_cache(maxsize=65536)
 def grade_answer(gold: str, pred: str | None) -> Grade:
     """Compare an extracted answer with the reference answer."""
     if pred is None or not pred.strip():
@@ -159,11 +212,8 @@ def grade_answer(gold: str, pred: str | None) -> Grade:
         return Grade(Verdict.CORRECT if ok else Verdict.WRONG, "numeric comparison", pred)
     if reason := _guard(pred_n):
         return Grade(Verdict.WRONG, f"guarded: {reason}", pred)
-    try:
-        ok = _symbolic_equal(gold_n, pred_n)
-    except Exception as err:  # noqa: BLE001 - any parser failure is a verdict, not a crash
-        return Grade(Verdict.ERROR, f"symbolic check failed: {type(err).__name__}", pred)
-    return Grade(Verdict.CORRECT if ok else Verdict.WRONG, "symbolic equivalence", pred)
+    outcome = get_pool().check(gold_n, pred_n)
+    return Grade(Verdict(outcome.verdict), outcome.reason, pred)
 
 
 def grade_completion(gold: str, completion: str) -> Grade:

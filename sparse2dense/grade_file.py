@@ -1,0 +1,63 @@
+"""`s2d grade`: grade a JSONL file of (gold, pred) records with the pipeline's own grading function.
+
+Each record's `pred` is a full completion or a bare answer: with a `\\boxed{}` its last box is
+graded, else the whole string is the answer. Every record is written back with `verdict`, `reason`
+and `ms` (its grading wall time), and the totals per verdict are printed. Records are graded from
+a few threads at once, so the symbolic checks spread over the grader's worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TextIO
+
+from sparse2dense import grader_pool
+from sparse2dense.grading import Grade, Verdict, grade_answer, grade_completion
+
+
+def grade_pred(gold: str, pred: str) -> Grade:
+    """A completion's last boxed answer if it has a box, else the string itself as the answer.
+
+    An unbalanced box is a completion without an answer (no_answer), not an answer to parse.
+    """
+    if "\\boxed" in pred or "\\fbox" in pred:
+        return grade_completion(gold, pred)
+    return grade_answer(gold, pred)
+
+
+def _grade_record(record: dict[str, Any]) -> dict[str, Any]:
+    start = time.perf_counter()
+    if "gold" not in record or "pred" not in record:
+        verdict, reason = Verdict.ERROR, "record lacks a gold or pred field"
+    else:
+        grade = grade_pred(str(record["gold"]), str(record["pred"]))
+        verdict, reason = grade.verdict, grade.reason
+    ms = (time.perf_counter() - start) * 1000
+    return record | {"verdict": str(verdict), "reason": reason, "ms": round(ms, 3)}
+
+
+def default_output(input_path: Path) -> Path:
+    return input_path.with_name(input_path.name.removesuffix(".jsonl") + ".graded.jsonl")
+
+
+def grade_file(input_path: Path, output_path: Path, echo: TextIO | None = None) -> Counter[str]:
+    """Grade every record of `input_path` into `output_path`; return the count per verdict."""
+    with open(input_path) as fh:
+        records = [json.loads(line) for line in fh if line.strip()]
+    threads = grader_pool.get_pool().workers
+    with ThreadPoolExecutor(max_workers=threads) as executor:
+        graded = list(executor.map(_grade_record, records))
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(output_path, "w") as fh:
+        for record in graded:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    totals = Counter(record["verdict"] for record in graded)
+    if echo is not None:
+        print(f"graded {len(graded)} records -> {output_path}", file=echo)
+        for verdict in Verdict:
+            print(f"  {verdict.value:<10}{totals.get(verdict.value, 0):>8}", file=echo)
+    return totals
