@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from sparse2dense.config import ConfigError, PipelineConfig, load_config
+from sparse2dense.metrics import avg_metric_name
 
 DEFAULT_CONFIG = "configs/toy.yaml"
 
@@ -51,7 +52,7 @@ def print_summary(summary: dict) -> None:
     print("\nevaluation")
     for model, benches in summary["eval"].items():
         for bench, m in benches.items():
-            avg = next(k for k in m if k.startswith("avg@") and not k.endswith("_stderr"))
+            avg = avg_metric_name(m)
             print(f"  {model:<16}{bench:<12}{avg} {m[avg]:.3f} +- {m[avg + '_stderr']:.3f}")
     print(f"\nlabeled examples used: {summary['labels']}")
     print(f"total wall time: {summary['wall_s']:.1f}s; summary: {summary['summary_path']}")

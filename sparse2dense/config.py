@@ -91,6 +91,7 @@ class DataSection(Section):
     eval_sets: list[str] = ["toy_test"]
     data_dir: str | None = None
     heldout_fraction: Probability = 0.2
+    decontamination_ngram: Annotated[int, Field(ge=5, le=50)] = 13
     prompt_template: str = (
         "{problem}\n\nLet's think step by step and output the final answer within \\boxed{}."
     )

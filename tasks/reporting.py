@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sparse2dense.metrics import avg_metric_name
+
 
 def eval_rows(evals: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, Any]]:
-    """One row per (model, benchmark) with avg@k +- stderr, pass@k and maj@k."""
+    """One row per (model, benchmark) with avg@k +- stderr, its bootstrap CI, pass@k and maj@k."""
     rows = []
     for model, benches in evals.items():
         for bench, m in benches.items():
-            avg_key = next(k for k in m if k.startswith("avg@") and not k.endswith("_stderr"))
+            avg_key = avg_metric_name(m)
             k = avg_key.split("@")[1]
             rows.append(
                 {
@@ -19,6 +21,7 @@ def eval_rows(evals: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, A
                     "benchmark": bench,
                     f"avg@{k}": round(m[avg_key], 4),
                     "stderr": round(m[f"{avg_key}_stderr"], 4),
+                    "ci95": f"[{m[f'{avg_key}_ci95_low']:.3f}, {m[f'{avg_key}_ci95_high']:.3f}]",
                     f"pass@{k}": round(m[f"pass@{k}"], 4),
                     f"maj@{k}": round(m[f"maj@{k}"], 4),
                     "problems": int(m["num_problems"]),

@@ -36,3 +36,15 @@ def test_maj_at_k_uses_most_common_answer():
 def test_summarize_keys_carry_k():
     out = summarize([[True, False, False, True]], [["1", "2", "3", "1"]])
     assert out["avg@4"] == 0.5 and out["pass@4"] == 1.0 and out["maj@4"] == 1.0
+
+
+def test_bootstrap_ci_brackets_the_mean_and_narrows_with_more_problems():
+    from sparse2dense.metrics import bootstrap_ci
+
+    small = [1.0, 0.0] * 10
+    large = [1.0, 0.0] * 200
+    low_s, high_s = bootstrap_ci(small)
+    low_l, high_l = bootstrap_ci(large)
+    assert low_s < 0.5 < high_s and low_l < 0.5 < high_l
+    assert high_l - low_l < high_s - low_s
+    assert bootstrap_ci([1.0] * 5) == (1.0, 1.0)

@@ -19,7 +19,7 @@ class Stage(StrEnum):
 
 
 STAGE_VERSION: dict[Stage, int] = {
-    Stage.DATA_PREP: 1,
+    Stage.DATA_PREP: 2,
     Stage.BASE: 1,
     Stage.TEACHER_RL: 1,
     Stage.TEACHER_ROLLOUTS: 1,

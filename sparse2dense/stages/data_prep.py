@@ -2,7 +2,9 @@
 
 Writes `splits/{stage1,heldout,unlabeled}.jsonl` (labeled pool split for teacher RL / held-out
 student RL; unlabeled prompts with answers stripped for the bridge), `splits/base.jsonl` (toy
-pre-training solutions) and `eval/<name>.jsonl`. Consumes no labels itself; the ledger counts them
+pre-training solutions) and `eval/<name>.jsonl`. Every training split is decontaminated against
+every eval set (normalized exact match, word n-gram overlap); `decontamination.json` lists each
+removal. Consumes no labels itself; the ledger counts them
 where a stage trains on them.
 
     python -m sparse2dense.stages.data_prep SPEC.json
@@ -10,10 +12,12 @@ where a stage trains on them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sparse2dense.config import DataSection
 from sparse2dense.data import load_benchmark, save_records, split_labeled, strip_labels
+from sparse2dense.decontamination import EvalIndex, decontaminate, normalize_problem
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages import Stage
 from sparse2dense.stages.program import StageOutput, run_stage
@@ -35,7 +39,9 @@ def prepare_toy(section: DataSection, seed: int) -> dict[str, list]:
 def prepare_math(section: DataSection, seed: int) -> dict[str, list]:
     if section.data_dir is None:
         raise ValueError("data.data_dir must be set for data.kind = 'math'")
-    labeled = [r for src in section.labeled_sources for r in load_benchmark(src, section.data_dir)]
+    labeled = deduplicate(
+        [r for src in section.labeled_sources for r in load_benchmark(src, section.data_dir)]
+    )
     stage1, heldout = split_labeled(labeled, section.heldout_fraction, seed)
     unlabeled = [r for src in section.unlabeled_sources for r in load_benchmark(src, section.data_dir)]
     out = {"stage1": stage1, "heldout": heldout, "unlabeled": strip_labels(unlabeled)}
@@ -44,10 +50,34 @@ def prepare_math(section: DataSection, seed: int) -> dict[str, list]:
     return out
 
 
+def decontaminate_splits(prepared: dict[str, list], ngram: int) -> tuple[dict[str, list], dict[str, list]]:
+    """Remove from every training split the problems that match any eval problem."""
+    index = EvalIndex((r for name, rs in prepared.items() if name.startswith("eval/") for r in rs), ngram)
+    clean, report = {}, {}
+    for name, records in prepared.items():
+        if name.startswith("eval/"):
+            clean[name] = records
+        else:
+            clean[name], report[name] = decontaminate(records, index)
+    return clean, report
+
+
+def deduplicate(records: list) -> list:
+    seen, out = set(), []
+    for record in records:
+        key = normalize_problem(record["problem"])
+        if key not in seen:
+            seen.add(key)
+            out.append(record)
+    return out
+
+
 def run_data_prep(spec: StageSpec, out_dir: Path) -> StageOutput:
     section = DataSection.model_validate(spec.config["data"])
     prepared = prepare_toy(section, spec.seed) if section.kind == "toy" else prepare_math(section, spec.seed)
-    metrics = {}
+    prepared, removed = decontaminate_splits(prepared, section.decontamination_ngram)
+    (out_dir / "decontamination.json").write_text(json.dumps(removed, indent=1))
+    metrics = {f"decontaminated_{name}": float(len(rows)) for name, rows in removed.items()}
     for name, records in prepared.items():
         target = out_dir / (name if name.startswith("eval/") else f"splits/{name}")
         metrics[f"n_{name.replace('/', '_')}"] = float(save_records(target.with_suffix(".jsonl"), records))
