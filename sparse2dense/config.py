@@ -67,18 +67,27 @@ class ModelSpec(Section):
 
 
 class ToyTask(Section):
-    """The synthetic arithmetic world: sums of `num_terms` operands in [0, max_operand].
+    """The synthetic arithmetic world: sums of `min_terms`..`max_terms` operands in [0, max_operand].
 
-    `base_noise` is the fraction of pre-training solutions whose boxed value is wrong.
+    The number of terms is the difficulty (each term is one more worked step, so errors compound).
+    `base_noise` is the fraction of pre-training solutions that stop one step early (they box the
+    partial sum before the last term): a systematic error both models pick up in `base`.
     """
 
-    num_terms: Annotated[int, Field(ge=2, le=6)] = 3
+    min_terms: Annotated[int, Field(ge=2, le=8)] = 2
+    max_terms: Annotated[int, Field(ge=2, le=8)] = 4
     max_operand: Annotated[int, Field(ge=1, le=999)] = 30
     num_base: Positive = 4000
     num_labeled: Positive = 512
     num_unlabeled: Positive = 512
     num_test: Positive = 128
     base_noise: Probability = 0.0
+
+    @model_validator(mode="after")
+    def _terms_ordered(self) -> ToyTask:
+        if self.min_terms > self.max_terms:
+            raise ValueError("min_terms must not exceed max_terms")
+        return self
 
 
 class DataSection(Section):

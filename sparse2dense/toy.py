@@ -1,9 +1,21 @@
-"""The embedded toy world: synthetic sums with worked, `\\boxed{}` solutions, a character-level
-tokenizer built locally, and tiny Qwen3-architecture models created from config.
+"""The embedded toy world: the paper's setting in miniature, on CPU, with no network.
 
-Everything is deterministic given a seed and needs no network. Problems are split by a hash of the
-operands, so a sum never appears in two splits. The chat template mirrors Qwen's (im_start/im_end),
-so the real pipeline (chat rendering, EOS handling, TRL trainers) runs unchanged on it.
+Problems are sums of `min_terms`..`max_terms` operands, solved by worked partial sums ending in
+`\\boxed{}`; a character-level tokenizer and tiny Qwen3-architecture models are built locally. The
+world is built so that the sparse-to-dense principle (PAPER.md, C1/C2) follows from its structure:
+
+- Difficulty spread: each extra term is one more worked step, and errors compound along the chain,
+  so the small student solves few long sums. Its GRPO groups there are mostly all-wrong (zero reward
+  variance, no gradient), while the larger teacher still solves some: only the teacher can explore.
+- A systematic error in pre-training: `base_noise` of the worked solutions stop one step early. Both
+  models learn it in `base`; sparse reward removes it wherever a policy sometimes gets a sum right.
+- Scarce labels beside plentiful unlabeled prompts: the labeled pool is small, the unlabeled pool
+  (the bridge's prompts) is several times larger.
+- Capacity gap: the teacher is larger and pre-trained longer, so it starts clearly ahead.
+
+Everything is deterministic given a seed. Problems are split by a hash of the operands, so a sum never
+appears in two splits. The chat template mirrors Qwen's (im_start/im_end), so the real pipeline (chat
+rendering, EOS handling, TRL trainers) runs unchanged on it.
 """
 
 from __future__ import annotations
@@ -82,48 +94,59 @@ def _split_of(terms: tuple[int, ...], seed: int, weights: list[int]) -> int:
     raise AssertionError("unreachable")
 
 
-def worked_solution(terms: tuple[int, ...], boxed_offset: int = 0) -> str:
-    """`12+7=19. 19+25=44. \\boxed{44}`: one partial sum per step; `boxed_offset` corrupts the box."""
-    steps, total = [], terms[0]
-    for term in terms[1:]:
+def worked_solution(terms: tuple[int, ...], stop_early: bool = False) -> str:
+    """`12+7=19. 19+25=44. \\boxed{44}`: one partial sum per step. `stop_early` is the systematic
+    error of the pre-training text: the last addition is skipped and the previous partial sum boxed."""
+    used = terms[:-1] if stop_early else terms
+    steps, total = [], used[0]
+    for term in used[1:]:
         steps.append(f"{total}+{term}={total + term}.")
         total += term
-    return " ".join(steps) + f" \\boxed{{{total + boxed_offset}}}"
+    return " ".join([*steps, f"\\boxed{{{total}}}"])
+
+
+def difficulty_of(problem: str) -> int:
+    """The number of terms of a toy problem (`12+7+25=?` -> 3): its difficulty."""
+    return problem.count("+") + 1
 
 
 def generate_task(task: ToyTask, seed: int) -> dict[str, list[dict]]:
-    """Disjoint splits of distinct problems: base (pre-training), labeled, unlabeled, test."""
+    """Disjoint splits of distinct problems: base (pre-training), labeled, unlabeled, test.
+
+    Every split draws the number of terms uniformly from [min_terms, max_terms], so each holds the
+    same spread of difficulty.
+    """
     wanted = [task.num_base, task.num_labeled, task.num_unlabeled, task.num_test]
-    space = (task.max_operand + 1) ** task.num_terms
-    if sum(wanted) * 2 > space:
+    per_level = sum(wanted) / (task.max_terms - task.min_terms + 1)
+    if per_level * 2 > (task.max_operand + 1) ** task.min_terms:
         raise ValueError(
-            f"toy task too small: {sum(wanted)} problems requested from {space} possible; "
-            "raise data.toy.max_operand or num_terms"
+            f"toy task too small: about {per_level:.0f} problems of {task.min_terms} terms requested "
+            f"from {(task.max_operand + 1) ** task.min_terms} possible; raise data.toy.max_operand or "
+            "min_terms, or ask for fewer problems"
         )
     rng = random.Random(seed)
     splits: dict[str, list[dict]] = {name: [] for name in SPLITS}
     seen: set[tuple[int, ...]] = set()
     while any(len(splits[n]) < w for n, w in zip(SPLITS, wanted, strict=True)):
-        terms = tuple(rng.randint(0, task.max_operand) for _ in range(task.num_terms))
+        size = rng.randint(task.min_terms, task.max_terms)
+        terms = tuple(rng.randint(0, task.max_operand) for _ in range(size))
         if terms in seen:
             continue
         seen.add(terms)
         name = SPLITS[_split_of(terms, seed, wanted)]
         if len(splits[name]) >= wanted[SPLITS.index(name)]:
             continue
-        # Noisy pre-training text: some worked solutions box a wrong final value. Sparse reward
-        # removes this behaviour quickly, which is what stage 1 should show on the toy teacher.
-        offset = 0
-        if name == "base" and rng.random() < task.base_noise:
-            offset = rng.choice([d for d in range(-9, 10) if d])
+        # Pre-training text with a systematic error: some worked solutions stop one step early.
+        # Sparse reward can remove it wherever a policy sometimes gets the whole sum right.
+        stop_early = name == "base" and rng.random() < task.base_noise
         splits[name].append(
             {
                 "id": f"toy-{name}-{len(splits[name])}",
                 "problem": "+".join(map(str, terms)) + "=?",
                 "answer": str(sum(terms)),
-                "solution": worked_solution(terms, offset),
+                "solution": worked_solution(terms, stop_early),
                 "source": "toy",
-                "metadata": {"terms": list(terms)},
+                "metadata": {"terms": list(terms), "difficulty": size},
             }
         )
     return splits

@@ -31,9 +31,11 @@ from sparse2dense.stages.program import ShardedGeneration, StageOutput, run_stag
 def grade_group(problem: dict, group: list) -> dict:
     """One problem's record: every sample's text, extracted answer, verdict and reason."""
     grades = [grade_completion(problem["answer"], c.text) for c in group]
+    difficulty = (problem.get("metadata") or {}).get("difficulty")
     return {
         "id": problem["id"],
         "answer": problem["answer"],
+        **({"difficulty": difficulty} if difficulty is not None else {}),
         "samples": [
             {
                 "text": c.text,
@@ -46,6 +48,20 @@ def grade_group(problem: dict, group: list) -> dict:
             for c, g in zip(group, grades, strict=True)
         ],
     }
+
+
+def accuracy_by_difficulty(rows: list[dict], correct_P_K: list[list[bool]]) -> dict[str, float]:
+    """Mean accuracy per difficulty level (`acc_difficulty_<n>`) and the fraction of problems no
+    sample solved (`unsolved_difficulty_<n>`), for benchmarks whose problems carry a difficulty."""
+    levels: dict[int, list[float]] = {}
+    for row, correct_K in zip(rows, correct_P_K, strict=True):
+        if "difficulty" in row:
+            levels.setdefault(int(row["difficulty"]), []).append(sum(correct_K) / len(correct_K))
+    out = {}
+    for level, accs in sorted(levels.items()):
+        out[f"acc_difficulty_{level}"] = sum(accs) / len(accs)
+        out[f"unsolved_difficulty_{level}"] = sum(a == 0 for a in accs) / len(accs)
+    return out
 
 
 def sample_and_grade(generator, sampling: SamplingParams, label: str, index: int, shard: list) -> list[dict]:
@@ -87,6 +103,7 @@ def run_eval(spec: StageSpec, out_dir: Path) -> StageOutput:
         truncated = [s["finish_reason"] == "length" for r in rows for s in r["samples"]]
         summary["response_length_mean"] = sum(lengths) / max(len(lengths), 1)
         summary["truncation_ratio"] = sum(truncated) / max(len(truncated), 1)
+        summary |= accuracy_by_difficulty(rows, correct_P_K)
         results[bench] = summary
         metrics |= {f"{bench}/{k}": v for k, v in summary.items()}
     payload = {
