@@ -289,33 +289,27 @@ def render_sweep_plot(
             ys.append(mean)
             lo.append(mean - low)
             hi.append(high - mean)
-            dots_x += [x] * len(values)
+            dots_x += [x + (k - (len(values) - 1) / 2) * width / 6 for k in range(len(values))]
             dots_y += values
         hatch = None if comparability.get(arm) is None else "//"
-        bar = bars.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=arm, hatch=hatch, alpha=0.8)
-        bars.scatter(dots_x, dots_y, s=10, color="black", zorder=3, edgecolor=bar.patches[0].get_facecolor())
+        bars.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=arm, hatch=hatch, alpha=0.75)
+        bars.scatter(dots_x, dots_y, s=14, color="black", edgecolor="white", linewidth=0.5, zorder=3)
     bars.set_xticks(range(len(benches)), benches)
-    bars.set_ylabel("final student avg@k: mean over seeds (95% CI), dots: seeds")
+    bars.set_ylabel("final student avg@k (95% CI)")
     bars.set_ylim(0, 1)
-    bars.set_title("Ablation sweep (hatched: different label budget)")
+    bars.set_title("Mean over seeds, a dot per seed (hatched: other label budget)", fontsize=9)
     bars.legend(fontsize=7, ncol=2)
-    labels = [f"{d.a} - {d.b} ({d.benchmark})" for d in shown]
-    ys = range(len(shown))
-    forest.errorbar(
-        [d.result.delta for d in shown],
-        ys,
-        xerr=[
-            [d.result.delta - d.result.low for d in shown],
-            [d.result.high - d.result.delta for d in shown],
-        ],
-        fmt="o",
-        capsize=3,
-    )
+    for y, d in enumerate(shown):
+        r = d.result
+        color = "C0" if r.significant else "grey"
+        forest.errorbar(
+            [r.delta], [y], xerr=[[r.delta - r.low], [r.high - r.delta]], fmt="o", capsize=3, color=color
+        )
     forest.axvline(0.0, color="grey", linestyle="--")
-    forest.set_yticks(list(ys), labels, fontsize=7)
+    forest.set_yticks(range(len(shown)), [f"{d.a} - {d.b} ({d.benchmark})" for d in shown], fontsize=7)
     forest.invert_yaxis()
     forest.set_xlabel("paired delta a - b (95% CI)")
-    forest.set_title("Paired deltas")
+    forest.set_title("Paired deltas (grey: CI holds 0)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

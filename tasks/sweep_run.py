@@ -150,7 +150,7 @@ class SweepRun:
             "wall_s": round(time.monotonic() - self.started, 2),
         }
         header = (
-            f"Sweep `{self.sweep.name}`: {len(rows)} arms x {len(seeds)} seeds {seeds}, reference "
+            f"Sweep `{self.sweep.name}`: {len(rows)} arms x seeds {seeds}, reference "
             f"`{reference}`. Stages computed {report['computed_stages']}, cached {report['cached_stages']}; "
             f"distinct stage keys {self.plan.distinct_stage_keys} vs {self.plan.naive_stage_count} "
             "if every run started from scratch.\n\n"

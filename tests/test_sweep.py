@@ -21,7 +21,7 @@ from sparse2dense.sweep import (
     load_sweep,
     sweep_plan,
 )
-from tasks.reporting import ArmSeed, comparison_rows, paired_deltas, sweep_rows
+from tasks.reporting import ArmSeed, comparison_rows, paired_deltas, render_sweep_plot, sweep_rows
 from tests.conftest import MICRO, ROOT, TOY
 
 SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
@@ -241,6 +241,39 @@ def test_named_comparisons_state_both_budgets_and_each_seeds_sign():
     assert raw["significance"] == "significant"
     other = named["ref - other"]
     assert other["delta"] == "" and "different problems" in other["significance"]
+
+
+def test_the_sweep_chart_draws_seeds_failed_runs_and_deltas(tmp_path):
+    runs = [
+        _run("ref", 1, HALF, 64),
+        _run("ref", 2, [1.0] * 20, 64),
+        _run("b", 1, HALF, 64),
+        _run("b", 2, None, 64),
+    ]
+    budgets = {"ref": 64, "b": 64}
+    deltas = paired_deltas(runs, [("b", "ref")])
+    path = render_sweep_plot(runs, compare_budgets(budgets, "ref"), deltas, tmp_path / "report.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_cli_plans_a_sweep_at_the_seeds_it_is_given(capsys):
+    from sparse2dense.cli import main
+
+    assert (
+        main(["sweep", str(TOY_SWEEP), "--plan", "--seeds", "5,6", "--arm", "full_bridge", "--arm", "no_opd"])
+        == 0
+    )
+    plan = json.loads(capsys.readouterr().out)
+    assert list(plan["stages_per_run"]) == [
+        "full_bridge@seed5",
+        "no_opd@seed5",
+        "full_bridge@seed6",
+        "no_opd@seed6",
+    ]
+    assert plan["distinct_stage_keys"] == 2 * 12
+    with pytest.raises(SystemExit):
+        main(["sweep", str(TOY_SWEEP), "--plan", "--seeds", "5,x"])
+    assert "--seeds takes integers" in capsys.readouterr().err
 
 
 MICRO_ARMS = {
