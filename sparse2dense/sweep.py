@@ -44,7 +44,7 @@ class Arm(BaseModel):
     disable: list[OptionalStage] = Field(default_factory=list, description="stages switched off")
 
     @model_validator(mode="after")
-    def _no_hand_copied_recipe(self) -> Arm:
+    def _leaves_seed_and_recipe_alone(self) -> Arm:
         if "seed" in self.set:
             raise ValueError("an arm does not set 'seed': seeds are the sweep's own dimension (seeds: [...])")
         if self.set.get("student_rl.recipe") == "teacher_rl":
@@ -64,13 +64,9 @@ class Comparison(BaseModel):
     a: str = Field(description="arm whose score comes first in a - b")
     b: str = Field(description="arm subtracted")
 
-    @property
-    def label(self) -> str:
-        return f"{self.a} - {self.b}"
-
 
 class SweepSpec(BaseModel):
-    """A resolved sweep: the base config itself (not its path) and the arms."""
+    """A resolved sweep: the base config itself (not its path), the arms, seeds and comparisons."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
