@@ -140,12 +140,14 @@ def _verdict(result: PairedDelta) -> str:
     return "significant" if result.significant else "not significant"
 
 
+def _has(run: ArmSeed, bench: str, model: str) -> bool:
+    return run.summary is not None and bench in run.summary["eval"].get(model, {})
+
+
 def _arm_mean(runs: list[ArmSeed], bench: str, model: str) -> tuple[str, float, float, float, list[float]]:
     """(avg@k name, mean over seeds, CI low, CI high, per-seed values). With one seed the CI is the
     eval's bootstrap over problems; with more it is the t interval over seeds."""
-    metrics = [
-        r.summary["eval"][model][bench] for r in runs if r.summary and bench in r.summary["eval"][model]
-    ]
+    metrics = [r.summary["eval"][model][bench] for r in runs if _has(r, bench, model)]
     key = avg_metric_name(metrics[0])
     estimate = mean_over_seeds([m[key] for m in metrics])
     if estimate.low is None:
@@ -171,21 +173,25 @@ def sweep_rows(
     examples used; stages computed or cached over all its seeds."""
     vs_reference = {(d.a, d.benchmark): d for d in deltas if d.b == reference}
     benches = _benchmarks(runs, model)
+    avg_keys = {  # one column name per benchmark for every row, failed arms included
+        bench: avg_metric_name(next(r.summary["eval"][model][bench] for r in runs if _has(r, bench, model)))
+        for bench in benches
+    }
     rows = []
     for arm, arm_runs in _arms(runs).items():
         done = [r for r in arm_runs if r.summary]
         row: dict[str, Any] = {"arm": arm, "seeds": f"{len(done)}/{len(arm_runs)}"}
         for bench in benches:
-            has_bench = [r for r in done if bench in r.summary["eval"].get(model, {})]
-            key, value, ci = "avg", "", ""
+            has_bench = [r for r in done if _has(r, bench, model)]
+            value, ci = "", ""
             if has_bench:
-                key, mean, low, high, _ = _arm_mean(has_bench, bench, model)
+                _, mean, low, high, _ = _arm_mean(has_bench, bench, model)
                 value, ci = round(mean, 4), f"[{low:.3f}, {high:.3f}]"
             delta, delta_ci, verdict = _reference_cells(
                 arm, reference, comparability, vs_reference.get((arm, bench))
             )
             row |= {
-                f"{bench} {key}": value,
+                f"{bench} {avg_keys[bench]}": value,
                 f"{bench} ci95": ci,
                 f"{bench} delta": delta,
                 f"{bench} delta ci95": delta_ci,
@@ -280,7 +286,7 @@ def render_sweep_plot(
     for i, arm in enumerate(arms):
         xs, ys, lo, hi, dots_x, dots_y = [], [], [], [], [], []
         for j, bench in enumerate(benches):
-            has_bench = [r for r in by_arm[arm] if bench in r.summary["eval"][model]]
+            has_bench = [r for r in by_arm[arm] if _has(r, bench, model)]
             if not has_bench:
                 continue
             _, mean, low, high, values = _arm_mean(has_bench, bench, model)

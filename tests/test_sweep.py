@@ -215,6 +215,7 @@ def test_report_rows_pair_arms_over_seeds_and_refuse_different_budgets():
     assert rows["flaky"]["seeds"] == "1/2" and rows["flaky"]["status"] == "failed at seeds [2]"
     assert rows["flaky"]["bench ci95"] == "[0.480, 0.520]"  # one seed: the eval's CI over problems
     assert rows["dead"]["status"] == "failed" and rows["dead"]["bench delta"] == ""
+    assert rows["dead"]["bench avg@4"] == "" and len({tuple(r) for r in rows.values()}) == 1  # one header
     assert (rows["ref"]["computed"], rows["ref"]["cached"]) == (3, 3)
 
 
