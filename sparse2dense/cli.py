@@ -1,7 +1,7 @@
 """`s2d`: run the pipeline or a sweep, serve the UI deployments, validate a config, grade answers.
 
     s2d run [CONFIG] [--set section.field=value ...] [--force STAGE ...]
-    s2d sweep SWEEP.yaml [--arm NAME ...] [--set ...] [--force STAGE ...]
+    s2d sweep SWEEP.yaml [--arm NAME ...] [--seeds 1,2,3] [--set ...] [--force STAGE ...] [--plan]
     s2d evaluate [CONFIG] [--role student|teacher] [--model-path DIR_OR_HUB_ID]
     s2d up | s2d down                 local Prefect server + MLflow UI on 127.0.0.1
     s2d serve [--config CONFIG] [--sweep SWEEP.yaml] [--schedule-active]
@@ -78,14 +78,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_table(rows: list[dict]) -> None:
+    headers = list(rows[0])
+    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in headers]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for row in rows:
+        print("  ".join(str(row[h]).ljust(w) for h, w in zip(headers, widths, strict=True)))
+
+
 def print_sweep_report(report: dict) -> None:
     plan = report["plan"]
-    print(f"\nsweep {report['sweep']} (reference arm: {report['reference']})")
-    headers = list(report["rows"][0])
-    widths = [max(len(h), *(len(str(r[h])) for r in report["rows"])) for h in headers]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-    for row in report["rows"]:
-        print("  ".join(str(row[h]).ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print(f"\nsweep {report['sweep']} (reference arm: {report['reference']}, seeds {report['seeds']})")
+    _print_table(report["rows"])
+    if report["comparisons"]:
+        print("\ncomparisons (a - b; paired bootstrap over problems within each seed, pooled over seeds)")
+        _print_table(report["comparisons"])
     print(
         f"\nstages computed: {report['computed_stages']}, cached: {report['cached_stages']}; "
         f"distinct stage keys across arms: {plan['distinct_stage_keys']}; "
@@ -94,12 +101,24 @@ def print_sweep_report(report: dict) -> None:
     print(f"report: {report['report_dir']} (report.md, report.csv, report.png, sweep.json)")
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from sparse2dense.sweep import arm_configs, load_sweep, sweep_plan
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds takes integers separated by commas, got {text!r}"
+        ) from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("--seeds names no seed")
+    return seeds
 
-    sweep = load_sweep(args.sweep, args.set)
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from sparse2dense.sweep import arm_runs, load_sweep, sweep_plan
+
+    sweep = load_sweep(args.sweep, args.set, args.seeds)
     if args.plan:
-        plan = sweep_plan(arm_configs(sweep, args.arm or None))
+        plan = sweep_plan(arm_runs(sweep, args.arm or None))
         print(json.dumps(plan.model_dump(exclude={"shared"}), indent=2))
         return 0
     prepare_environment(sweep.base)
@@ -199,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run the arms of an ablation sweep and build the comparison report")
     sweep.add_argument("sweep", type=Path)
     sweep.add_argument("--arm", action="append", default=[], help="run only this arm (repeatable)")
+    sweep.add_argument(
+        "--seeds",
+        type=_seed_list,
+        metavar="N,N,...",
+        help="run every arm at these seeds (replaces the file's)",
+    )
     sweep.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     sweep.add_argument("--force", action="append", default=[], metavar="STAGE", help="recompute this stage")
     sweep.add_argument("--plan", action="store_true", help="print the stage counts and exit")

@@ -177,6 +177,48 @@ class GRPOSection(Section):
     memory: MemoryPlan = _memory()
     checkpoint_every: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 50
     logging_steps: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 1
+    recipe: Literal["own", "teacher_rl"] = Field(
+        "own",
+        description="student_rl only: 'teacher_rl' takes teacher_rl's GRPO_RECIPE fields at validation",
+        json_schema_extra=NON_SEMANTIC,
+    )
+
+
+# What "the same GRPO recipe" means: every field that shapes the updates and the labels they read.
+# Not the switch, the generation backend or how the batch is split in memory.
+GRPO_RECIPE = (
+    "steps",
+    "learning_rate",
+    "weight_decay",
+    "max_grad_norm",
+    "prompts_per_step",
+    "num_generations",
+    "epsilon_low",
+    "epsilon_high",
+    "loss_type",
+    "kl_beta",
+    "temperature",
+    "max_completion_length",
+    "labels",
+)
+
+
+def take_teacher_recipe(data: Any) -> Any:
+    """Raw config data with `student_rl`'s GRPO_RECIPE fields replaced by `teacher_rl`'s when
+    `student_rl.recipe` is `teacher_rl`: resolved on every validation, so direct GRPO on the student
+    stays the teacher's recipe however teacher_rl is tuned later (the cache key sees the values)."""
+    if not isinstance(data, dict):
+        return data
+    student = data.get("student_rl")
+    student = student.model_dump() if isinstance(student, BaseModel) else student
+    if not isinstance(student, dict) or student.get("recipe") != "teacher_rl":
+        return data
+    teacher = data.get("teacher_rl") or {}
+    try:
+        teacher = teacher if isinstance(teacher, GRPOSection) else GRPOSection.model_validate(teacher)
+    except ValidationError:
+        return data  # validation proper reports teacher_rl's own errors, with their paths
+    return {**data, "student_rl": {**student, **teacher.model_dump(include=set(GRPO_RECIPE))}}
 
 
 class RolloutSection(Section):
@@ -308,6 +350,17 @@ class PipelineConfig(Section):
     eval: EvalSection = EvalSection()
     tracking: TrackingSection = TrackingSection()
     launcher: LauncherSection = Field(LauncherSection(), json_schema_extra=NON_SEMANTIC)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _student_takes_teacher_recipe(cls, data: Any) -> Any:
+        return take_teacher_recipe(data)
+
+    @model_validator(mode="after")
+    def _only_student_rl_borrows(self) -> PipelineConfig:
+        if self.teacher_rl.recipe != "own":
+            raise ValueError("teacher_rl.recipe must be 'own' (only student_rl takes teacher_rl's recipe)")
+        return self
 
     @model_validator(mode="after")
     def _toy_is_consistent(self) -> PipelineConfig:

@@ -1,13 +1,15 @@
 """Ablation sweeps: one base config plus named arms, each a set of overrides or switched-off stages.
 
 A sweep file names its base preset (a path relative to the sweep file), overrides shared by every
-arm, the reference arm that deltas are taken against, and the arms. `load_sweep` resolves it into a
-typed `SweepSpec` (the `ablation-sweep` flow's parameter, so the Prefect UI renders it as a form);
-`arm_configs` validates each arm into a full `PipelineConfig`. Because stage keys chain on upstream
-keys, `sweep_plan` knows before anything runs which stages the arms share and how many distinct
-stages the sweep will compute, against the naive count of running every arm from scratch.
+arm, the reference arm that deltas are taken against, named comparisons between arms, the seeds and
+the arms. `load_sweep` resolves it into a typed `SweepSpec` (the `ablation-sweep` flow's parameter,
+so the Prefect UI renders it as a form); `arm_runs` validates every arm x seed into a full
+`PipelineConfig`: the arm's overrides with `seed` set, exactly what `s2d run BASE <overrides> --set
+seed=N` would build, so the two share every stage key. Because keys chain on upstream keys,
+`sweep_plan` knows before anything runs which stages the runs share and how many distinct stages
+the sweep will compute, against the naive count of running every arm x seed from scratch.
 
-    s2d sweep configs/sweeps/toy-ablations.yaml [--arm NAME ...] [--set section.field=value ...]
+    s2d sweep configs/sweeps/toy-ablations.yaml [--arm NAME ...] [--seeds 1,2,3] [--set section.field=value ...]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sparse2dense.config import (
+    GRPO_RECIPE,
     ConfigError,
     PipelineConfig,
     apply_overrides,
@@ -40,9 +43,30 @@ class Arm(BaseModel):
     set: dict[str, Any] = Field(default_factory=dict, description="section.field -> value")
     disable: list[OptionalStage] = Field(default_factory=list, description="stages switched off")
 
+    @model_validator(mode="after")
+    def _leaves_seed_and_recipe_alone(self) -> Arm:
+        if "seed" in self.set:
+            raise ValueError("an arm does not set 'seed': seeds are the sweep's own dimension (seeds: [...])")
+        if self.set.get("student_rl.recipe") == "teacher_rl":
+            clash = sorted(f for f in GRPO_RECIPE if f"student_rl.{f}" in self.set)
+            if clash:
+                raise ValueError(
+                    f"student_rl.recipe: teacher_rl takes {clash} from teacher_rl; do not set them"
+                )
+        return self
+
+
+class Comparison(BaseModel):
+    """A paired delta the report states, a - b, with both arms' label budgets (equal or not)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    a: str = Field(description="arm whose score comes first in a - b")
+    b: str = Field(description="arm subtracted")
+
 
 class SweepSpec(BaseModel):
-    """A resolved sweep: the base config itself (not its path) and the arms."""
+    """A resolved sweep: the base config itself (not its path), the arms, seeds and comparisons."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -50,18 +74,36 @@ class SweepSpec(BaseModel):
     base: PipelineConfig
     arms: dict[str, Arm]
     reference: str | None = Field(None, description="arm that deltas are taken against (default: first)")
+    seeds: list[int] = Field(
+        default_factory=list, description="seeds every arm runs with (distinct); empty: the base's seed"
+    )
+    comparisons: list[Comparison] = Field(
+        default_factory=list, description="paired deltas a - b reported besides each arm vs the reference"
+    )
 
     @model_validator(mode="after")
-    def _reference_is_an_arm(self) -> SweepSpec:
+    def _names_are_arms(self) -> SweepSpec:
         if not self.arms:
             raise ValueError("a sweep needs at least one arm")
         if self.reference is not None and self.reference not in self.arms:
             raise ValueError(f"reference arm {self.reference!r} is not one of {sorted(self.arms)}")
+        for i, comparison in enumerate(self.comparisons):
+            for side in ("a", "b"):
+                if getattr(comparison, side) not in self.arms:
+                    raise ValueError(
+                        f"comparisons.{i}.{side}: {getattr(comparison, side)!r} is not one of {sorted(self.arms)}"
+                    )
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct; got {self.seeds}")
         return self
 
     @property
     def reference_arm(self) -> str:
         return self.reference or next(iter(self.arms))
+
+    @property
+    def run_seeds(self) -> list[int]:
+        return self.seeds or [self.base.seed]
 
 
 def arm_overrides(arm: Arm) -> list[str]:
@@ -70,48 +112,79 @@ def arm_overrides(arm: Arm) -> list[str]:
     return sets + [f"{stage}.enabled=false" for stage in arm.disable]
 
 
-def arm_config(spec: SweepSpec, arm_name: str) -> PipelineConfig:
-    """The full config of one arm; every arm of a sweep logs into the sweep's experiment."""
+def arm_config(spec: SweepSpec, arm_name: str, seed: int | None = None) -> PipelineConfig:
+    """The full config of one arm at one seed (default: the base's); every arm of a sweep logs into
+    the sweep's experiment. Name and experiment are not semantic, so the keys are those of
+    `s2d run BASE <arm overrides> --set seed=N`."""
     arm = spec.arms[arm_name]
     data = spec.base.model_dump(mode="json")
     data["name"] = f"{spec.base.name}-{arm_name}"
     data.setdefault("tracking", {})["experiment"] = spec.base.tracking.experiment or spec.name
+    seeded = [f"seed={seed}"] if seed is not None else []
     try:
         return validate_config(
-            apply_overrides(data, arm_overrides(arm)), f"(sweep {spec.name}, arm {arm_name})"
+            apply_overrides(data, arm_overrides(arm) + seeded), f"(sweep {spec.name}, arm {arm_name})"
         )
     except ConfigError as err:
         raise ConfigError(f"{err}\n  (from arms.{arm_name}.set / arms.{arm_name}.disable)") from None
 
 
-def arm_configs(spec: SweepSpec, only: list[str] | None = None) -> dict[str, PipelineConfig]:
+def _chosen_arms(spec: SweepSpec, only: list[str] | None) -> list[str]:
     unknown = sorted(set(only or []) - set(spec.arms))
     if unknown:
         raise ConfigError(f"unknown arm(s) {unknown}; the sweep {spec.name} has {list(spec.arms)}")
-    names = [name for name in spec.arms if not only or name in only]
-    return {name: arm_config(spec, name) for name in names}
+    return [name for name in spec.arms if not only or name in only]
+
+
+def arm_configs(spec: SweepSpec, only: list[str] | None = None) -> dict[str, PipelineConfig]:
+    """Every chosen arm at the base's seed."""
+    return {name: arm_config(spec, name) for name in _chosen_arms(spec, only)}
+
+
+class ArmRun(BaseModel):
+    """One arm at one seed: a `post-train` run of the sweep."""
+
+    model_config = ConfigDict(frozen=True)
+
+    arm: str
+    seed: int
+    config: PipelineConfig
+
+    @property
+    def label(self) -> str:
+        return f"{self.arm}@seed{self.seed}"
+
+
+def arm_runs(spec: SweepSpec, only: list[str] | None = None) -> list[ArmRun]:
+    """Every chosen arm x every seed, seed by seed (the first seed's arms complete first)."""
+    arms = _chosen_arms(spec, only)
+    return [
+        ArmRun(arm=arm, seed=seed, config=arm_config(spec, arm, seed))
+        for seed in spec.run_seeds
+        for arm in arms
+    ]
 
 
 class SweepPlan(BaseModel):
-    """What a sweep will compute, known before anything runs."""
+    """What a sweep will compute, known before anything runs (runs named `arm@seedN`)."""
 
-    stages_per_arm: dict[str, int]
+    stages_per_run: dict[str, int]
     naive_stage_count: int
     distinct_stage_keys: int
-    shared: dict[str, list[str]]  # stage key -> arms that need it (only keys needed by >1 arm)
+    shared: dict[str, list[str]]  # stage key -> runs that need it (only keys needed by >1 run)
 
 
-def sweep_plan(configs: dict[str, PipelineConfig]) -> SweepPlan:
+def sweep_plan(runs: list[ArmRun]) -> SweepPlan:
     needed_by: dict[str, list[str]] = {}
-    per_arm: dict[str, int] = {}
-    for arm, cfg in configs.items():
-        keys = plan_keys(cfg)
-        per_arm[arm] = len(keys)
+    per_run: dict[str, int] = {}
+    for run in runs:
+        keys = plan_keys(run.config)
+        per_run[run.label] = len(keys)
         for key in keys.values():
-            needed_by.setdefault(key, []).append(arm)
+            needed_by.setdefault(key, []).append(run.label)
     return SweepPlan(
-        stages_per_arm=per_arm,
-        naive_stage_count=sum(per_arm.values()),
+        stages_per_run=per_run,
+        naive_stage_count=sum(per_run.values()),
         distinct_stage_keys=len(needed_by),
         shared={k: arms for k, arms in needed_by.items() if len(arms) > 1},
     )
@@ -126,11 +199,16 @@ class SweepFile(BaseModel):
     base: str
     set: dict[str, Any] = Field(default_factory=dict)
     reference: str | None = None
+    seeds: list[int] = Field(default_factory=list)
+    comparisons: list[Comparison] = Field(default_factory=list)
     arms: dict[str, Arm]
 
 
-def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
-    """Read a sweep file; `overrides` apply to the base config of every arm (like `s2d run --set`)."""
+def load_sweep(
+    path: str | Path, overrides: list[str] | None = None, seeds: list[int] | None = None
+) -> SweepSpec:
+    """Read a sweep file; `overrides` apply to the base config of every arm (like `s2d run --set`),
+    `seeds` (when given) replace the file's seeds."""
     path = Path(path)
     try:
         sweep = SweepFile.model_validate(read_yaml_mapping(path, "sweep"))
@@ -143,7 +221,14 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepSpe
     shared = [f"{k}={json.dumps(v)}" for k, v in sweep.set.items()] + list(overrides or [])
     base = validate_config(apply_overrides(base_data, shared), str(base_path))
     try:
-        spec = SweepSpec(name=sweep.name, base=base, arms=sweep.arms, reference=sweep.reference)
+        spec = SweepSpec(
+            name=sweep.name,
+            base=base,
+            arms=sweep.arms,
+            reference=sweep.reference,
+            seeds=sweep.seeds if seeds is None else seeds,
+            comparisons=sweep.comparisons,
+        )
     except ValidationError as err:
         raise ConfigError(format_errors(err, str(path), "sweep")) from None
     arm_configs(spec)  # every arm must validate before anything runs

@@ -1,11 +1,18 @@
-"""Tables and pictures of results a person compares: the eval table and its bar chart."""
+"""Tables and pictures of results a person compares: the eval table and its bar chart, and the
+sweep report (arms over seeds, paired deltas, label budgets) with its chart.
+
+The numbers come from `sparse2dense.statistics`; this module only picks the inputs out of the runs'
+summaries and per-problem scores, and lays them out as rows and bars.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sparse2dense.metrics import avg_metric_name
+from sparse2dense.statistics import PairedDelta, mean_over_seeds, paired_delta, paired_scores
 
 
 def eval_rows(evals: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, Any]]:
@@ -56,85 +63,259 @@ def render_eval_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def _cell(m: dict[str, float], avg_key: str) -> tuple[float, str]:
-    return round(m[avg_key], 4), f"[{m[f'{avg_key}_ci95_low']:.3f}, {m[f'{avg_key}_ci95_high']:.3f}]"
+@dataclass(frozen=True)
+class ArmSeed:
+    """One arm at one seed: its `post-train` summary (None if the run failed) and its final
+    student's per-problem scores, benchmark -> problem id -> mean correctness over the k samples."""
+
+    arm: str
+    seed: int
+    summary: dict[str, Any] | None
+    scores: dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A paired delta a - b on one benchmark, or why there is none (`reason`)."""
+
+    a: str
+    b: str
+    benchmark: str
+    budgets: tuple[int | None, int | None]
+    result: PairedDelta | None = None
+    reason: str | None = None
+
+
+def _arms(runs: list[ArmSeed]) -> dict[str, list[ArmSeed]]:
+    by_arm: dict[str, list[ArmSeed]] = {}
+    for run in runs:
+        by_arm.setdefault(run.arm, []).append(run)
+    return by_arm
+
+
+def _benchmarks(runs: list[ArmSeed], model: str) -> list[str]:
+    return sorted({b for r in runs if r.summary for b in r.summary["eval"].get(model, {})})
+
+
+def arm_budgets(runs: list[ArmSeed]) -> dict[str, int]:
+    """Each arm's label budget (the ledger total of its first completed seed)."""
+    budgets: dict[str, int] = {}
+    for run in runs:
+        if run.summary and run.arm not in budgets:
+            budgets[run.arm] = run.summary["labels"]["total"]
+    return budgets
+
+
+def paired_deltas(
+    runs: list[ArmSeed], pairs: list[tuple[str, str]], model: str = "student_final"
+) -> list[Delta]:
+    """Per (a, b) pair and benchmark: the paired delta over the seeds where both arms completed."""
+    by_arm, budgets = _arms(runs), arm_budgets(runs)
+    out = []
+    for a, b in pairs:
+        for bench in _benchmarks(runs, model):
+            b_runs = {r.seed: r for r in by_arm.get(b, []) if bench in r.scores}
+            seeds = [(r, b_runs[r.seed]) for r in by_arm.get(a, []) if bench in r.scores and r.seed in b_runs]
+            delta = Delta(a, b, bench, (budgets.get(a), budgets.get(b)))
+            if not seeds:
+                out.append(replace(delta, reason="no seed where both completed"))
+                continue
+            try:
+                pairs_by_seed = [
+                    paired_scores(ra.scores[bench], rb.scores[bench], f"{a} and {b} (seed {ra.seed})")
+                    for ra, rb in seeds
+                ]
+            except ValueError as err:
+                out.append(replace(delta, reason=str(err)))
+                continue
+            out.append(replace(delta, result=paired_delta(pairs_by_seed)))
+    return out
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.4f}"
+
+
+def _verdict(result: PairedDelta) -> str:
+    return "significant" if result.significant else "not significant"
+
+
+def _has(run: ArmSeed, bench: str, model: str) -> bool:
+    return run.summary is not None and bench in run.summary["eval"].get(model, {})
+
+
+def _arm_mean(runs: list[ArmSeed], bench: str, model: str) -> tuple[str, float, float, float, list[float]]:
+    """(avg@k name, mean over seeds, CI low, CI high, per-seed values). With one seed the CI is the
+    eval's bootstrap over problems; with more it is the t interval over seeds."""
+    metrics = [r.summary["eval"][model][bench] for r in runs if _has(r, bench, model)]
+    key = avg_metric_name(metrics[0])
+    estimate = mean_over_seeds([m[key] for m in metrics])
+    if estimate.low is None:
+        return (
+            key,
+            estimate.mean,
+            metrics[0][f"{key}_ci95_low"],
+            metrics[0][f"{key}_ci95_high"],
+            [estimate.mean],
+        )
+    return key, estimate.mean, estimate.low, estimate.high, list(estimate.values)
 
 
 def sweep_rows(
-    summaries: dict[str, dict[str, Any] | None],
+    runs: list[ArmSeed],
     reference: str,
     comparability: dict[str, str | None],
+    deltas: list[Delta],
     model: str = "student_final",
 ) -> list[dict[str, Any]]:
-    """One row per arm: each benchmark's avg@k and CI, the delta vs the reference arm (only where the
-    label budgets match), labeled examples used, and how many stages were computed or cached."""
-    ref = (summaries.get(reference) or {}).get("eval", {}).get(model, {})
-    benches = sorted({b for s in summaries.values() if s for b in s["eval"].get(model, {})})
+    """One row per arm: per benchmark the mean avg@k over its seeds with a 95% CI, the paired delta
+    vs the reference arm (only where the label budgets match) with its CI and verdict; labeled
+    examples used; stages computed or cached over all its seeds."""
+    vs_reference = {(d.a, d.benchmark): d for d in deltas if d.b == reference}
+    benches = _benchmarks(runs, model)
+    avg_keys = {  # one column name per benchmark for every row, failed arms included
+        bench: avg_metric_name(next(r.summary["eval"][model][bench] for r in runs if _has(r, bench, model)))
+        for bench in benches
+    }
     rows = []
-    for arm, summary in summaries.items():
-        row: dict[str, Any] = {"arm": arm}
-        evals = summary["eval"].get(model, {}) if summary else {}
+    for arm, arm_runs in _arms(runs).items():
+        done = [r for r in arm_runs if r.summary]
+        row: dict[str, Any] = {"arm": arm, "seeds": f"{len(done)}/{len(arm_runs)}"}
         for bench in benches:
-            m = evals.get(bench)
-            avg_key = avg_metric_name(m) if m else "avg"
-            value, ci = _cell(m, avg_key) if m else ("", "")
-            reason = comparability.get(arm, "arm failed")
-            if not m or bench not in ref:
-                delta = ""
-            elif reason is None:
-                delta = f"{m[avg_key] - ref[bench][avg_key]:+.4f}"
-            else:
-                delta = "not comparable"
-            row |= {f"{bench} {avg_key}": value, f"{bench} ci95": ci, f"{bench} delta": delta}
-        statuses = [e["status"] for e in summary["stages"].values()] if summary else []
+            has_bench = [r for r in done if _has(r, bench, model)]
+            value, ci = "", ""
+            if has_bench:
+                _, mean, low, high, _ = _arm_mean(has_bench, bench, model)
+                value, ci = round(mean, 4), f"[{low:.3f}, {high:.3f}]"
+            delta, delta_ci, verdict = _reference_cells(
+                arm, reference, comparability, vs_reference.get((arm, bench))
+            )
+            row |= {
+                f"{bench} {avg_keys[bench]}": value,
+                f"{bench} ci95": ci,
+                f"{bench} delta": delta,
+                f"{bench} delta ci95": delta_ci,
+                f"{bench} significance": verdict,
+            }
+        statuses = [e["status"] for r in done for e in r.summary["stages"].values()]
+        failed = [r.seed for r in arm_runs if not r.summary]
         row |= {
-            "labels": summary["labels"]["total"] if summary else "",
-            "comparable": ""
-            if not summary
-            else ("yes" if comparability[arm] is None else comparability[arm]),
+            "labels": done[0].summary["labels"]["total"] if done else "",
+            "comparable": _comparable_cell(arm, comparability) if done else "",
             "computed": statuses.count("computed"),
             "cached": statuses.count("cached"),
-            "status": summary.get("status", "completed") if summary else "failed",
+            "status": "completed" if not failed else ("failed" if not done else f"failed at seeds {failed}"),
         }
         rows.append(row)
     return rows
 
 
+def _comparable_cell(arm: str, comparability: dict[str, str | None]) -> str:
+    if arm not in comparability:
+        return "no reference result"
+    return "yes" if comparability[arm] is None else str(comparability[arm])
+
+
+def _reference_cells(
+    arm: str, reference: str, comparability: dict[str, str | None], delta: Delta | None
+) -> tuple[str, str, str]:
+    if arm == reference:
+        return "reference", "", ""
+    if arm not in comparability:
+        return "", "", ""
+    if comparability[arm] is not None:
+        return "not comparable", "", ""
+    if delta is None or delta.result is None:
+        return "", "", delta.reason if delta else ""
+    r = delta.result
+    return _signed(r.delta), f"[{r.low:+.3f}, {r.high:+.3f}]", _verdict(r)
+
+
+def comparison_rows(deltas: list[Delta]) -> list[dict[str, Any]]:
+    """One row per named comparison and benchmark: the paired delta a - b, its 95% CI, each seed's
+    own delta and sign, the verdict, and both label budgets (stated whether or not they are equal)."""
+    rows = []
+    for d in deltas:
+        row: dict[str, Any] = {"comparison": f"{d.a} - {d.b}", "benchmark": d.benchmark}
+        r = d.result
+        row |= {
+            "delta": _signed(r.delta) if r else "",
+            "ci95": f"[{r.low:+.3f}, {r.high:+.3f}]" if r else "",
+            "per seed": " / ".join(_signed(x) for x in r.per_seed) if r else "",
+            "signs": "".join("+" if x > 0 else "-" if x < 0 else "0" for x in r.per_seed) if r else "",
+            "significance": _verdict(r) if r else d.reason,
+            "labels a vs b": f"{_budget(d.budgets[0])} vs {_budget(d.budgets[1])}",
+            "equal budgets": "yes" if d.budgets[0] == d.budgets[1] else "no",
+        }
+        rows.append(row)
+    return rows
+
+
+def _budget(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
 def render_sweep_plot(
-    summaries: dict[str, dict[str, Any] | None],
+    runs: list[ArmSeed],
     comparability: dict[str, str | None],
+    deltas: list[Delta],
     path: Path,
     model: str = "student_final",
 ) -> Path:
-    """Grouped bars: benchmarks on the x axis, one bar per arm with its bootstrap 95% CI; arms whose
-    label budget differs from the reference are hatched."""
+    """Left: grouped bars, benchmarks on the x axis, one bar per arm (mean over seeds, 95% CI) with
+    each seed's value as a dot; arms whose label budget differs from the reference are hatched.
+    Right: every paired delta with its 95% CI against the zero line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    arms = [a for a, s in summaries.items() if s and s["eval"].get(model)]
-    benches = sorted({b for a in arms for b in summaries[a]["eval"][model]})
+    by_arm = {
+        a: [r for r in rs if r.summary and r.summary["eval"].get(model)] for a, rs in _arms(runs).items()
+    }
+    arms = [a for a, rs in by_arm.items() if rs]
+    benches = _benchmarks(runs, model)
+    shown = [d for d in deltas if d.result]
     width = 0.8 / max(len(arms), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(arms) * len(benches)), 4))
+    fig, (bars, forest) = plt.subplots(
+        1,
+        2,
+        figsize=(max(6, 1.2 * len(arms) * len(benches)) + 5, max(4, 0.3 * len(shown) + 1)),
+        gridspec_kw={"width_ratios": [max(len(arms) * len(benches), 2), 4]},
+    )
     for i, arm in enumerate(arms):
-        xs, ys, lo, hi = [], [], [], []
+        xs, ys, lo, hi, dots_x, dots_y = [], [], [], [], [], []
         for j, bench in enumerate(benches):
-            m = summaries[arm]["eval"][model].get(bench)
-            if not m:
+            has_bench = [r for r in by_arm[arm] if _has(r, bench, model)]
+            if not has_bench:
                 continue
-            k = avg_metric_name(m)
-            xs.append(j + (i - (len(arms) - 1) / 2) * width)
-            ys.append(m[k])
-            lo.append(m[k] - m[f"{k}_ci95_low"])
-            hi.append(m[f"{k}_ci95_high"] - m[k])
+            _, mean, low, high, values = _arm_mean(has_bench, bench, model)
+            x = j + (i - (len(arms) - 1) / 2) * width
+            xs.append(x)
+            ys.append(mean)
+            lo.append(mean - low)
+            hi.append(high - mean)
+            dots_x += [x + (k - (len(values) - 1) / 2) * width / 6 for k in range(len(values))]
+            dots_y += values
         hatch = None if comparability.get(arm) is None else "//"
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=arm, hatch=hatch)
-    ax.set_xticks(range(len(benches)), benches)
-    ax.set_ylabel("final student avg@k (95% CI)")
-    ax.set_ylim(0, 1)
-    ax.set_title("Ablation sweep (hatched: different label budget)")
-    ax.legend(fontsize=7, ncol=2)
+        bars.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=arm, hatch=hatch, alpha=0.75)
+        bars.scatter(dots_x, dots_y, s=14, color="black", edgecolor="white", linewidth=0.5, zorder=3)
+    bars.set_xticks(range(len(benches)), benches)
+    bars.set_ylabel("final student avg@k (95% CI)")
+    bars.set_ylim(0, 1)
+    bars.set_title("Mean over seeds, a dot per seed (hatched: other label budget)", fontsize=9)
+    bars.legend(fontsize=7, ncol=2)
+    for y, d in enumerate(shown):
+        r = d.result
+        color = "C0" if r.significant else "grey"
+        forest.errorbar(
+            [r.delta], [y], xerr=[[r.delta - r.low], [r.high - r.delta]], fmt="o", capsize=3, color=color
+        )
+    forest.axvline(0.0, color="grey", linestyle="--")
+    forest.set_yticks(range(len(shown)), [f"{d.a} - {d.b} ({d.benchmark})" for d in shown], fontsize=7)
+    forest.invert_yaxis()
+    forest.set_xlabel("paired delta a - b (95% CI)")
+    forest.set_title("Paired deltas (grey: CI holds 0)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

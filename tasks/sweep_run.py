@@ -1,8 +1,10 @@
-"""The state of one ablation sweep: its MLflow parent run, the arms' summaries, and the report.
+"""The state of one ablation sweep: its MLflow parent run, the arm x seed runs' results, and the report.
 
-Arms run as `post-train` subflows nested under the sweep's MLflow run; stages they share are cache
-hits after the first arm computes them. The report (table + bar chart) goes to the Prefect UI as
-artifacts, to MLflow as artifacts of the sweep run, and to `runs/sweeps/<name>/<flow run>/`.
+Runs (every arm at every seed) are `post-train` subflows nested under the sweep's MLflow run; stages
+they share are cache hits after the first run computes them. After each run, its final student's
+per-problem scores are read from the eval stage's records, so the report can pair arms problem by
+problem. The report (arm table, comparison table, chart) goes to the Prefect UI as artifacts, to
+MLflow as artifacts and metrics of the sweep run, and to `runs/sweeps/<name>/<flow run>/`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +20,50 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from sparse2dense.config import PipelineConfig
 from sparse2dense.ledger import compare_budgets
 from sparse2dense.pipeline import plan_keys, plan_stages
 from sparse2dense.services import embedded_tracking_uri
-from sparse2dense.sweep import SweepPlan, SweepSpec
+from sparse2dense.statistics import problem_scores
+from sparse2dense.sweep import ArmRun, SweepPlan, SweepSpec
 from tasks import tracking
-from tasks.reporting import render_markdown_table, render_sweep_plot, sweep_rows
+from tasks.reporting import (
+    ArmSeed,
+    Delta,
+    arm_budgets,
+    comparison_rows,
+    paired_deltas,
+    render_markdown_table,
+    render_sweep_plot,
+    sweep_rows,
+)
+
+FINAL_EVAL = "eval/student_final"
+
+
+def final_scores(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Benchmark -> problem id -> mean correctness, from the final eval stage's per-sample records."""
+    stage = summary["stages"].get(FINAL_EVAL)
+    if not stage:
+        return {}
+    scores = {}
+    for path in sorted((Path(stage["path"]) / "records").glob("*.jsonl")):
+        with open(path) as fh:
+            scores[path.stem] = problem_scores(json.loads(line) for line in fh if line.strip())
+    return scores
+
+
+def _delta_record(delta: Delta) -> dict[str, Any]:
+    record = asdict(delta)
+    if delta.result is not None:
+        record["result"]["significant"] = delta.result.significant
+    return record
 
 
 class SweepRun:
-    def __init__(self, sweep: SweepSpec, configs: dict[str, PipelineConfig], plan: SweepPlan) -> None:
-        self.sweep, self.configs, self.plan = sweep, configs, plan
-        self.summaries: dict[str, dict[str, Any] | None] = {}
-        self.errors: dict[str, str] = {}
+    def __init__(self, sweep: SweepSpec, runs: list[ArmRun], plan: SweepPlan) -> None:
+        self.sweep, self.runs, self.plan = sweep, runs, plan
+        self.results: list[ArmSeed] = []
+        self.errors: dict[str, str] = {}  # run label (arm@seedN) -> why it failed
         self.forced_keys: set[str] = set()
         self.started = time.monotonic()
         base = sweep.base
@@ -46,7 +79,10 @@ class SweepRun:
             name=f"sweep-{sweep.name}-{flow_run.get_name() or 'local'}",
             tags={"prefect.flow_run_id": flow_run_id, "s2d.sweep": sweep.name},
         )
-        self.client.log_param(self.parent_run_id, "arms", json.dumps(list(configs)))
+        self.client.log_param(
+            self.parent_run_id, "arms", json.dumps(list(dict.fromkeys(r.arm for r in runs)))
+        )
+        self.client.log_param(self.parent_run_id, "seeds", json.dumps(sorted({r.seed for r in runs})))
         self.client.log_param(self.parent_run_id, "reference", sweep.reference_arm)
         tracking.log_metrics(
             self.client,
@@ -59,67 +95,114 @@ class SweepRun:
         self.dir = runs_dir / "sweeps" / sweep.name / (flow_run_id or self.parent_run_id)
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def forced_stages(self, arm: str, force_rerun: list[str]) -> list[str]:
-        """The requested stages of this arm whose keys no earlier arm of this sweep has recomputed."""
-        cfg = self.configs[arm]
-        keys = plan_keys(cfg)
+    def forced_stages(self, run: ArmRun, force_rerun: list[str]) -> list[str]:
+        """The requested stages of this run whose keys no earlier run of this sweep has recomputed."""
+        keys = plan_keys(run.config)
         chosen = []
-        for planned in plan_stages(cfg):
+        for planned in plan_stages(run.config):
             wanted = planned.name in force_rerun or str(planned.stage) in force_rerun
             if wanted and keys[planned.name] not in self.forced_keys:
                 self.forced_keys.add(keys[planned.name])
                 chosen.append(planned.name)
         return chosen
 
-    def record(self, arm: str, state: Any) -> None:
+    def record(self, run: ArmRun, state: Any) -> None:
+        summary, scores = None, {}
         if state.is_completed():
-            self.summaries[arm] = state.result()
+            summary = state.result()
+            scores = final_scores(summary)
         else:
-            self.summaries[arm] = None
-            self.errors[arm] = state.message or state.name
-            get_run_logger().error("arm %s failed: %s", arm, self.errors[arm])
+            self.errors[run.label] = state.message or state.name
+            get_run_logger().error("run %s failed: %s", run.label, self.errors[run.label])
+        self.results.append(ArmSeed(arm=run.arm, seed=run.seed, summary=summary, scores=scores))
+
+    def _pairs(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]], dict[str, str | None]]:
+        """(each comparable arm vs the reference, the named comparisons among the arms run, verdicts)."""
+        reference = self.sweep.reference_arm
+        budgets = arm_budgets(self.results)
+        comparability = compare_budgets(budgets, reference) if reference in budgets else {}
+        arms = list(dict.fromkeys(r.arm for r in self.runs))
+        vs_reference = [(a, reference) for a in arms if a != reference and comparability.get(a, "") is None]
+        named = [(c.a, c.b) for c in self.sweep.comparisons if c.a in arms and c.b in arms]
+        return vs_reference, named, comparability
 
     def finish(self) -> dict[str, Any]:
         reference = self.sweep.reference_arm
-        budgets = {arm: s["labels"]["total"] for arm, s in self.summaries.items() if s}
-        comparability = compare_budgets(budgets, reference) if reference in budgets else {}
-        rows = sweep_rows(self.summaries, reference, comparability)
-        statuses = [e["status"] for s in self.summaries.values() if s for e in s["stages"].values()]
+        vs_reference, named, comparability = self._pairs()
+        deltas = paired_deltas(self.results, list(dict.fromkeys(vs_reference + named)))
+        rows = sweep_rows(self.results, reference, comparability, deltas)
+        named_deltas = [d for pair in named for d in deltas if (d.a, d.b) == pair]
+        comparisons = comparison_rows(named_deltas)
+        statuses = [e["status"] for r in self.results if r.summary for e in r.summary["stages"].values()]
+        seeds = sorted({r.seed for r in self.runs})
         report = {
             "sweep": self.sweep.name,
             "reference": reference,
+            "seeds": seeds,
             "plan": self.plan.model_dump(),
             "computed_stages": statuses.count("computed"),
             "cached_stages": statuses.count("cached"),
             "rows": rows,
+            "comparisons": comparisons,
+            "deltas": [_delta_record(d) for d in deltas],
             "errors": self.errors,
-            "arms": self.summaries,
+            "runs": [asdict(r) for r in self.results],
             "wall_s": round(time.monotonic() - self.started, 2),
         }
-        table = render_markdown_table(rows)
         header = (
-            f"Sweep `{self.sweep.name}`: {len(rows)} arms, reference `{reference}`. "
-            f"Stages computed {report['computed_stages']}, cached {report['cached_stages']}; "
+            f"Sweep `{self.sweep.name}`: {len(rows)} arms x seeds {seeds}, reference "
+            f"`{reference}`. Stages computed {report['computed_stages']}, cached {report['cached_stages']}; "
             f"distinct stage keys {self.plan.distinct_stage_keys} vs {self.plan.naive_stage_count} "
-            "if every arm ran alone. Deltas only between arms with equal label budgets.\n\n"
+            "if every run started from scratch.\n\n"
+            "Per arm: the mean over seeds of the final student's avg@k, with a t-based 95% CI over seeds "
+            "(one seed: the bootstrap CI over problems). Deltas are paired on problems: a bootstrap "
+            "over problems within each seed, averaged over seeds (95% percentile CI; `not significant` "
+            "when it holds 0). Deltas vs the reference only between arms with equal label budgets; "
+            "named comparisons state both budgets.\n\n"
         )
-        (self.dir / "report.md").write_text(header + table)
-        with open(self.dir / "report.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        markdown = header + render_markdown_table(rows)
+        if comparisons:
+            markdown += "\n**Comparisons (a - b)**\n\n" + render_markdown_table(comparisons)
+        (self.dir / "report.md").write_text(markdown)
+        self._write_csv("report.csv", rows)
+        if comparisons:
+            self._write_csv("comparisons.csv", comparisons)
         (self.dir / "sweep.json").write_text(json.dumps(report, indent=2, default=str))
-        plot = render_sweep_plot(self.summaries, comparability, self.dir / "report.png")
+        plot = render_sweep_plot(self.results, comparability, deltas, self.dir / "report.png")
         create_table_artifact(rows, key="sweep-report", description=header)
-        create_markdown_artifact(header + table, key="sweep-summary", description="Ablation sweep")
-        for name in ("report.md", "report.csv", "sweep.json"):
-            self.client.log_artifact(self.parent_run_id, str(self.dir / name))
+        if comparisons:
+            create_table_artifact(comparisons, key="sweep-comparisons", description="Paired deltas a - b")
+        create_markdown_artifact(markdown, key="sweep-summary", description="Ablation sweep")
+        for name in ("report.md", "report.csv", "comparisons.csv", "sweep.json"):
+            if (self.dir / name).is_file():
+                self.client.log_artifact(self.parent_run_id, str(self.dir / name))
         self.client.log_artifact(self.parent_run_id, str(plot))
         tracking.log_metrics(
             self.client,
             self.parent_run_id,
-            {"stages/computed": report["computed_stages"], "stages/cached": report["cached_stages"]},
+            {"stages/computed": report["computed_stages"], "stages/cached": report["cached_stages"]}
+            | self._delta_metrics(deltas),
         )
         tracking.end_run(self.client, self.parent_run_id, ok=not self.errors)
         report["report_dir"] = str(self.dir)
         return report
+
+    def _write_csv(self, name: str, rows: list[dict[str, Any]]) -> None:
+        with open(self.dir / name, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    @staticmethod
+    def _delta_metrics(deltas: list[Delta]) -> dict[str, float]:
+        """`delta/<a>-<b>/<benchmark>` with its `_ci95_low`/`_ci95_high`, for MLflow's compare view."""
+        metrics = {}
+        for d in deltas:
+            if d.result is not None:
+                name = f"delta/{d.a}-{d.b}/{d.benchmark}"
+                metrics |= {
+                    name: d.result.delta,
+                    f"{name}_ci95_low": d.result.low,
+                    f"{name}_ci95_high": d.result.high,
+                }
+        return metrics

@@ -1,5 +1,6 @@
-"""Ablation sweeps: the shipped sweep files, the plan's shared stages, the label-budget rule, and a
-micro sweep whose arms share every common stage through the cache and report in all three places."""
+"""Ablation sweeps: the shipped sweep files and their arms, seeds as a dimension of the plan, the
+shared GRPO recipe, the label-budget rule, the report's paired rows, and a micro sweep whose arms
+share every common stage through the cache and report in all three places."""
 
 import json
 from pathlib import Path
@@ -7,13 +8,24 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sparse2dense.config import ConfigError, load_config
+from sparse2dense.config import GRPO_RECIPE, ConfigError, load_config, semantic_dump
 from sparse2dense.ledger import Ledger, compare_budgets
-from sparse2dense.sweep import Arm, SweepSpec, arm_configs, load_sweep, sweep_plan
-from tasks.reporting import sweep_rows
+from sparse2dense.pipeline import plan_keys
+from sparse2dense.sweep import (
+    Arm,
+    Comparison,
+    SweepSpec,
+    arm_configs,
+    arm_overrides,
+    arm_runs,
+    load_sweep,
+    sweep_plan,
+)
+from tasks.reporting import ArmSeed, comparison_rows, paired_deltas, render_sweep_plot, sweep_rows
 from tests.conftest import MICRO, ROOT, TOY
 
 SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
+TOY_SWEEP = ROOT / "configs" / "sweeps" / "toy-ablations.yaml"
 PAPER_ARMS = {
     "full_bridge",
     "raw_teacher",
@@ -26,10 +38,14 @@ PAPER_ARMS = {
 }
 
 
+def _recipe(section) -> dict:
+    return {f: getattr(section, f) for f in GRPO_RECIPE}
+
+
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
 def test_shipped_sweeps_validate_and_hold_the_papers_arms(path):
     sweep = load_sweep(path)
-    assert set(sweep.arms) == PAPER_ARMS
+    assert set(sweep.arms) >= PAPER_ARMS
     configs = arm_configs(sweep)
     assert not configs["raw_teacher"].teacher_rl.enabled
     assert configs["sft_warmup"].warmup.objective == "sft"
@@ -37,14 +53,80 @@ def test_shipped_sweeps_validate_and_hold_the_papers_arms(path):
     direct = configs["direct_grpo"]
     assert direct.student_rl.enabled and direct.student_rl.labels == "stage1"
     assert not (direct.teacher_rl.enabled or direct.warmup.enabled or direct.opd.enabled)
+    # direct GRPO runs teacher RL's recipe: same steps, lr, group, batch, length, labels
+    assert _recipe(direct.student_rl) == _recipe(configs["full_bridge"].teacher_rl)
 
 
-def test_toy_sweep_plan_shares_the_teacher_across_arms():
-    plan = sweep_plan(arm_configs(load_sweep(ROOT / "configs/sweeps/toy-ablations.yaml")))
+def test_toy_sweep_has_the_cold_and_sft_only_arms_on_matching_recipes():
+    sweep = load_sweep(TOY_SWEEP)
+    configs = arm_configs(sweep)
+    cold, bridged = configs["cold_heldout"], configs["stage4_heldout"]
+    assert not (cold.teacher_rl.enabled or cold.warmup.enabled or cold.opd.enabled)
+    assert cold.student_rl.enabled and cold.student_rl.labels == "heldout"
+    assert semantic_dump(cold.student_rl) == semantic_dump(bridged.student_rl)
+    sft_only = configs["sft_only"]
+    assert sft_only.warmup.enabled and sft_only.warmup.objective == "sft" and not sft_only.opd.enabled
+    assert sft_only.teacher_rl.enabled and not sft_only.student_rl.enabled
+    named = {(c.a, c.b) for c in sweep.comparisons}
+    assert {
+        ("direct_grpo", "raw_teacher"),
+        ("full_bridge", "direct_grpo"),
+        ("full_bridge", "no_warmup"),
+        ("full_bridge", "no_opd"),
+        ("stage4_heldout", "stage4_replay"),
+        ("stage4_heldout", "cold_heldout"),
+    } <= named
+
+
+def test_the_student_takes_teacher_rls_recipe_however_it_is_tuned():
+    sweep = load_sweep(TOY_SWEEP, ["teacher_rl.steps=7", "teacher_rl.learning_rate=2e-4"])
+    direct = arm_configs(sweep, ["direct_grpo"])["direct_grpo"]
+    assert (direct.student_rl.steps, direct.student_rl.learning_rate) == (7, 2e-4)
+    assert _recipe(direct.student_rl) == _recipe(direct.teacher_rl)
+    cfg = load_config(TOY, ["student_rl.recipe=teacher_rl", "teacher_rl.num_generations=4"])
+    assert cfg.student_rl.num_generations == 4 and cfg.student_rl.labels == "stage1"
+    assert type(cfg).model_validate(cfg.model_dump(mode="json")) == cfg  # a round trip keeps it
+    own = load_config(TOY, ["teacher_rl.steps=7"])
+    assert own.student_rl.steps == 40  # without the recipe, student_rl keeps its own fields
+    with pytest.raises(ConfigError, match="teacher_rl.recipe must be 'own'"):
+        load_config(TOY, ["teacher_rl.recipe=teacher_rl"])
+
+
+def test_a_hand_copied_recipe_field_or_a_seed_in_an_arm_is_refused(tmp_path):
+    text = "name: s\nbase: TOY\narms:\n  a: {set: {student_rl.recipe: teacher_rl, student_rl.steps: 9}}\n"
+    with pytest.raises(ConfigError, match=r"arms\.a.*takes \['steps'\] from teacher_rl"):
+        load_sweep(_write(tmp_path, text))
+    with pytest.raises(ConfigError, match=r"arms\.a.*seeds are the sweep's own dimension"):
+        load_sweep(_write(tmp_path, "name: s\nbase: TOY\narms:\n  a: {set: {seed: 3}}\n"))
+
+
+def test_seeds_multiply_the_runs_and_arms_share_stages_only_within_a_seed():
+    one = sweep_plan(arm_runs(load_sweep(TOY_SWEEP, seeds=[42])))
     # data_prep, both base models, their evals, teacher RL and its eval are common to most arms.
-    assert plan.naive_stage_count == sum(plan.stages_per_arm.values()) == 81
-    assert plan.distinct_stage_keys == 27
-    assert max(len(arms) for arms in plan.shared.values()) == 8
+    assert one.naive_stage_count == sum(one.stages_per_run.values()) == 98
+    assert one.distinct_stage_keys == 30
+    assert max(len(runs) for runs in one.shared.values()) == 10
+    sweep = load_sweep(TOY_SWEEP, seeds=[1, 2, 3])
+    runs = arm_runs(sweep)
+    assert [(r.arm, r.seed) for r in runs[:2]] == [("full_bridge", 1), ("raw_teacher", 1)]
+    three = sweep_plan(runs)
+    assert three.naive_stage_count == 3 * 98 and three.distinct_stage_keys == 3 * 30
+    for key, labels in three.shared.items():  # a stage is shared by arms of one seed, never across seeds
+        assert len({label.split("@")[1] for label in labels}) == 1, key
+    keys = {(r.arm, r.seed): plan_keys(r.config) for r in runs}
+    assert keys[("full_bridge", 1)]["data_prep"] == keys[("no_opd", 1)]["data_prep"]
+    assert keys[("full_bridge", 1)]["teacher_rl"] == keys[("stage4_replay", 1)]["teacher_rl"]
+    assert keys[("full_bridge", 1)]["data_prep"] != keys[("full_bridge", 2)]["data_prep"]
+
+
+def test_an_arm_at_a_seed_has_the_keys_of_the_single_run_with_that_seed():
+    sweep = load_sweep(TOY_SWEEP, seeds=[42, 7])
+    for run in arm_runs(sweep):
+        alone = load_config(TOY, [*arm_overrides(sweep.arms[run.arm]), f"seed={run.seed}"])
+        assert plan_keys(run.config) == plan_keys(alone), run.label
+    base = arm_runs(load_sweep(TOY_SWEEP, seeds=[]), ["full_bridge"])
+    assert [r.seed for r in base] == [42]  # no seeds: the base config's own seed
+    assert plan_keys(base[0].config) == plan_keys(load_config(TOY))  # what `s2d run` computes
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -66,6 +148,10 @@ def test_a_sweep_file_error_names_the_field(tmp_path):
         load_sweep(_write(tmp_path, "name: s\nbase: TOY\nreference: zz\narms:\n  a: {}\n"))
     with pytest.raises(ConfigError, match="base config not found"):
         load_sweep(_write(tmp_path, "name: s\nbase: nowhere.yaml\narms:\n  a: {}\n"))
+    with pytest.raises(ConfigError, match=r"comparisons\.0\.b: 'zz' is not one of"):
+        load_sweep(_write(tmp_path, "name: s\nbase: TOY\ncomparisons: [{a: a, b: zz}]\narms:\n  a: {}\n"))
+    with pytest.raises(ConfigError, match="seeds must be distinct"):
+        load_sweep(_write(tmp_path, "name: s\nbase: TOY\nseeds: [1, 1]\narms:\n  a: {}\n"))
 
 
 def test_budgets_must_match_to_compare():
@@ -80,24 +166,115 @@ def test_budgets_must_match_to_compare():
         ledger.add("x", "stage1", -1)
 
 
-def _summary(avg: float, labels: int) -> dict:
+def _run(arm: str, seed: int, scores: list[float] | None, labels: int, ids: str = "p") -> ArmSeed:
+    """An arm at a seed whose final student scored `scores` on problems p0, p1, ...; None: failed."""
+    if scores is None:
+        return ArmSeed(arm, seed, None, {})
+    avg = sum(scores) / len(scores)
     m = {"avg@4": avg, "avg@4_stderr": 0.01, "avg@4_ci95_low": avg - 0.02, "avg@4_ci95_high": avg + 0.02}
-    return {
+    summary = {
         "eval": {"student_final": {"bench": m}},
         "labels": {"total": labels},
         "stages": {"a": {"status": "computed"}, "b": {"status": "cached"}},
     }
+    return ArmSeed(arm, seed, summary, {"bench": {f"{ids}{i}": s for i, s in enumerate(scores)}})
 
 
-def test_report_rows_refuse_deltas_between_different_budgets():
-    summaries = {"ref": _summary(0.5, 64), "same": _summary(0.6, 64), "more": _summary(0.7, 80), "dead": None}
-    verdicts = compare_budgets({k: v["labels"]["total"] for k, v in summaries.items() if v}, "ref")
-    rows = {r["arm"]: r for r in sweep_rows(summaries, "ref", verdicts)}
-    assert rows["same"]["bench delta"] == "+0.1000"
+HALF = [1.0] * 10 + [0.0] * 10  # right on the first half of the problems
+
+
+def _report(runs, reference="ref", pairs=()):
+    budgets = {r.arm: r.summary["labels"]["total"] for r in runs if r.summary}
+    verdicts = compare_budgets(budgets, reference)
+    vs_ref = [(a, reference) for a, v in verdicts.items() if a != reference and v is None]
+    deltas = paired_deltas(runs, vs_ref + list(pairs))
+    rows = {r["arm"]: r for r in sweep_rows(runs, reference, verdicts, deltas)}
+    return rows, deltas
+
+
+def test_report_rows_pair_arms_over_seeds_and_refuse_different_budgets():
+    runs = [
+        *(_run("ref", s, HALF, 64) for s in (1, 2, 3)),
+        *(_run("same", s, HALF, 64) for s in (1, 2, 3)),  # identical to ref
+        *(_run("better", s, [1.0] * 20, 64) for s in (1, 2, 3)),  # right where ref is wrong
+        *(_run("more", s, [1.0] * 20, 80) for s in (1, 2, 3)),
+        _run("flaky", 1, HALF, 64),
+        _run("flaky", 2, None, 64),
+        _run("dead", 1, None, 64),
+    ]
+    rows, _ = _report(runs)
+    assert rows["ref"]["bench delta"] == "reference" and rows["ref"]["seeds"] == "3/3"
+    assert rows["same"]["bench delta"] == "+0.0000" and rows["same"]["bench delta ci95"] == "[+0.000, +0.000]"
+    assert rows["same"]["bench significance"] == "not significant"
+    assert (
+        rows["better"]["bench delta"] == "+0.5000" and rows["better"]["bench significance"] == "significant"
+    )
+    assert rows["better"]["bench avg@4"] == 1.0 and rows["better"]["bench ci95"] == "[1.000, 1.000]"
     assert rows["more"]["bench delta"] == "not comparable"
     assert rows["more"]["comparable"].startswith("label budget 80 vs 64")
-    assert rows["dead"]["status"] == "failed"
-    assert (rows["ref"]["computed"], rows["ref"]["cached"]) == (1, 1)
+    assert rows["flaky"]["seeds"] == "1/2" and rows["flaky"]["status"] == "failed at seeds [2]"
+    assert rows["flaky"]["bench ci95"] == "[0.480, 0.520]"  # one seed: the eval's CI over problems
+    assert rows["dead"]["status"] == "failed" and rows["dead"]["bench delta"] == ""
+    assert rows["dead"]["bench avg@4"] == "" and len({tuple(r) for r in rows.values()}) == 1  # one header
+    assert (rows["ref"]["computed"], rows["ref"]["cached"]) == (3, 3)
+
+
+def test_seed_means_get_a_t_interval_in_the_row():
+    runs = [_run("ref", 1, [0.5] * 4, 0), _run("ref", 2, [0.6] * 4, 0), _run("ref", 3, [0.7] * 4, 0)]
+    rows, _ = _report(runs)
+    assert rows["ref"]["bench avg@4"] == 0.6 and rows["ref"]["bench ci95"] == "[0.352, 0.848]"
+
+
+def test_named_comparisons_state_both_budgets_and_each_seeds_sign():
+    runs = [
+        _run("ref", 1, HALF, 64),
+        _run("ref", 2, HALF, 64),
+        _run("raw", 1, [0.0] * 20, 0),
+        _run("raw", 2, HALF, 0),
+        _run("other", 1, HALF, 64, ids="q"),
+    ]
+    rows, deltas = _report(runs, pairs=[("ref", "raw"), ("ref", "other")])
+    assert rows["raw"]["bench delta"] == "not comparable"  # vs the reference: budgets differ
+    named = {r["comparison"]: r for r in comparison_rows([d for d in deltas if d.b in {"raw", "other"}])}
+    raw = named["ref - raw"]
+    assert (raw["delta"], raw["per seed"], raw["signs"]) == ("+0.2500", "+0.5000 / +0.0000", "+0")
+    assert raw["labels a vs b"] == "64 vs 0" and raw["equal budgets"] == "no"
+    assert raw["significance"] == "significant"
+    other = named["ref - other"]
+    assert other["delta"] == "" and "different problems" in other["significance"]
+
+
+def test_the_sweep_chart_draws_seeds_failed_runs_and_deltas(tmp_path):
+    runs = [
+        _run("ref", 1, HALF, 64),
+        _run("ref", 2, [1.0] * 20, 64),
+        _run("b", 1, HALF, 64),
+        _run("b", 2, None, 64),
+    ]
+    budgets = {"ref": 64, "b": 64}
+    deltas = paired_deltas(runs, [("b", "ref")])
+    path = render_sweep_plot(runs, compare_budgets(budgets, "ref"), deltas, tmp_path / "report.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_cli_plans_a_sweep_at_the_seeds_it_is_given(capsys):
+    from sparse2dense.cli import main
+
+    assert (
+        main(["sweep", str(TOY_SWEEP), "--plan", "--seeds", "5,6", "--arm", "full_bridge", "--arm", "no_opd"])
+        == 0
+    )
+    plan = json.loads(capsys.readouterr().out)
+    assert list(plan["stages_per_run"]) == [
+        "full_bridge@seed5",
+        "no_opd@seed5",
+        "full_bridge@seed6",
+        "no_opd@seed6",
+    ]
+    assert plan["distinct_stage_keys"] == 2 * 12
+    with pytest.raises(SystemExit):
+        main(["sweep", str(TOY_SWEEP), "--plan", "--seeds", "5,x"])
+    assert "--seeds takes integers" in capsys.readouterr().err
 
 
 MICRO_ARMS = {
@@ -113,7 +290,12 @@ def micro_sweep(prefect_server, tmp_path_factory):
 
     work = tmp_path_factory.mktemp("sweep")
     base = load_config(TOY, [*MICRO, f"store_dir={work / 'store'}", f"runs_dir={work / 'runs'}"])
-    sweep = SweepSpec(name="micro-sweep", base=base, arms=MICRO_ARMS)
+    sweep = SweepSpec(
+        name="micro-sweep",
+        base=base,
+        arms=MICRO_ARMS,
+        comparisons=[Comparison(a="full_bridge", b="no_opd"), Comparison(a="no_warmup", b="no_opd")],
+    )
     return sweep, ablation_sweep(sweep)
 
 
@@ -126,6 +308,17 @@ def test_sweep_computes_each_distinct_stage_once(micro_sweep):
     rows = {r["arm"]: r for r in report["rows"]}
     assert (rows["no_opd"]["computed"], rows["no_warmup"]["computed"]) == (1, 2)
     assert all(r["comparable"] == "yes" for r in rows.values())
+    # every arm has a paired delta vs the reference on the micro eval set, with its CI and verdict
+    bench = next(k.split()[0] for k in rows["no_opd"] if k.endswith(" delta"))
+    assert rows["full_bridge"][f"{bench} delta"] == "reference"
+    for arm in ("no_opd", "no_warmup"):
+        assert rows[arm][f"{bench} delta"].startswith(("+", "-"))
+        assert rows[arm][f"{bench} significance"] in {"significant", "not significant"}
+    named = [(r["comparison"], r["benchmark"]) for r in report["comparisons"]]
+    assert named == [("full_bridge - no_opd", bench), ("no_warmup - no_opd", bench)]
+    assert all(r["labels a vs b"] == "12 vs 12" and len(r["signs"]) == 1 for r in report["comparisons"])
+    problems = len(report["runs"][0]["scores"][bench])
+    assert problems == 16 and all(len(r["scores"][bench]) == problems for r in report["runs"])
 
 
 def test_sweep_report_lands_in_the_dir_mlflow_and_prefect(micro_sweep):
@@ -141,9 +334,13 @@ def test_sweep_report_lands_in_the_dir_mlflow_and_prefect(micro_sweep):
     runs = client.search_runs([experiment.experiment_id])
     sweep_run = next(r for r in runs if r.data.tags.get("s2d.sweep") == "micro-sweep")
     artifacts = {a.path for a in client.list_artifacts(sweep_run.info.run_id)}
-    assert {"report.md", "report.png", "report.csv", "sweep.json"} <= artifacts
-    arm_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep_run.info.run_id]
-    assert len(arm_runs) == len(MICRO_ARMS)
+    assert {"report.md", "report.png", "report.csv", "comparisons.csv", "sweep.json"} <= artifacts
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep_run.info.run_id]
+    assert len(nested) == len(MICRO_ARMS)
+    deltas = {d["a"] + "-" + d["b"]: d for d in report["deltas"] if d["result"]}
+    bench = report["comparisons"][0]["benchmark"]
+    logged = sweep_run.data.metrics[f"delta/full_bridge-no_opd/{bench}"]
+    assert logged == pytest.approx(deltas["full_bridge-no_opd"]["result"]["delta"])
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -152,4 +349,8 @@ def test_sweep_report_lands_in_the_dir_mlflow_and_prefect(micro_sweep):
         found = prefect.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sweep-report"]))
         )
+        named = prefect.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sweep-comparisons"]))
+        )
     assert found and len(json.loads(found[0].data)) == len(MICRO_ARMS)
+    assert named and json.loads(named[0].data)[0]["comparison"] == "full_bridge - no_opd"
