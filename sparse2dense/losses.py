@@ -119,3 +119,21 @@ def compute_chunked_divergence_sums(
             sums[i] += part.sum(dtype=torch.float64)
     count = torch.tensor(float(tokens_N.shape[0]), dtype=torch.float64, device=device)
     return DivergenceSums(*sums, tokens=count)
+
+
+DIVERGENCE_TILE_TOKENS = 1024
+
+
+def bound_divergence_tiles(tokens: int = DIVERGENCE_TILE_TOKENS) -> None:
+    """Make TRL's chunked divergence kernel (the warmup and OPD loss) project `tokens` positions per tile.
+
+    TRL's default, 4096 positions x 32768 vocabulary entries in float32 for each model, makes the
+    kernel's own buffers grow with the sequence up to 4096 tokens (1 GiB); at 1024 they are a fixed
+    256 MiB from 1024 tokens on, and the tiles are still large matrix products. TRL exposes the
+    tile size only as this module constant, so its absence is an error rather than a silent no-op.
+    """
+    from trl.kernels import chunked_divergence
+
+    if not isinstance(getattr(chunked_divergence, "TOKEN_CHUNK_SIZE", None), int):
+        raise RuntimeError("trl.kernels.chunked_divergence.TOKEN_CHUNK_SIZE is gone: check the TRL upgrade")
+    chunked_divergence.TOKEN_CHUNK_SIZE = tokens

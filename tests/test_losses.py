@@ -5,6 +5,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sparse2dense.losses import (
+    DIVERGENCE_TILE_TOKENS,
+    bound_divergence_tiles,
     compute_chunked_divergence_sums,
     compute_forward_kl,
     compute_implicit_reward,
@@ -115,3 +117,14 @@ def test_chunked_divergence_sums_never_build_logits_for_all_positions():
         compute_forward_kl((h_t @ w_t.T)[None], (h_s @ w_s.T)[None], torch.ones(1, 512))
     assert chunked.numel == 16 * 1000  # one chunk's logits
     assert plain.numel == 512 * 1000
+
+
+def test_trl_divergence_tiles_are_bounded_to_our_height(monkeypatch):
+    from trl.kernels import chunked_divergence
+
+    monkeypatch.setattr(chunked_divergence, "TOKEN_CHUNK_SIZE", 4096)
+    bound_divergence_tiles()
+    assert chunked_divergence.TOKEN_CHUNK_SIZE == DIVERGENCE_TILE_TOKENS == 1024
+    monkeypatch.delattr(chunked_divergence, "TOKEN_CHUNK_SIZE")
+    with pytest.raises(RuntimeError, match="TOKEN_CHUNK_SIZE"):
+        bound_divergence_tiles()

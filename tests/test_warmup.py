@@ -141,3 +141,17 @@ def test_after_measurement_follows_the_save_and_a_rerun_does_not_train_again(tmp
     metrics = output.metrics
     assert metrics["forward_kl_after"] < metrics["forward_kl_before"]
     assert metrics["truncated_sequences"] > 0 and metrics["dropped_sequences"] == 0
+
+
+def test_sft_objective_still_trains_and_measures(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    tokenizer, teacher, student = _models()
+    upstream, models = _stage_inputs(tmp_path, tokenizer, teacher, student)
+    base = _spec(tmp_path, objective="sft", max_length=12)
+    spec = base.model_copy(
+        update={"config": base.config | {"models": models}, "upstream": {"rollouts": upstream}}
+    )
+    metrics = run_warmup(spec, tmp_path / "warmup").metrics
+    assert (tmp_path / "warmup" / "model" / "model.safetensors").is_file()
+    assert metrics["forward_kl_before"] > 0 and metrics["forward_kl_after"] > 0
+    assert metrics["truncated_sequences"] > 0 and metrics["train_loss"] > 0

@@ -4,7 +4,8 @@ TRL `DistillationTrainer` with beta=1: the student samples completions for unlab
 frozen teacher scores every token, and the loss is token-level KL(pi_S || pi_T) over the full
 vocabulary; one optimizer step per rollout batch, no ratio or clipping (the authors' setting).
 TRL 1.16 always computes that loss with its chunked divergence kernel (hidden states projected on
-[4096 x 32768] tiles), so no [B, T, V] logits are built; nothing to configure. Reverse KL and the
+tiles of 32768 vocabulary entries), so no [B, T, V] logits are built; only its tile height is set
+here (`losses.bound_divergence_tiles`), so the kernel's buffers stop growing at 1024 tokens. Reverse KL and the
 implicit reward log pi_T - log pi_S are measured on fresh student samples for a fixed set of
 diagnostic prompts before training (once the trainer has prepared the models: under ZeRO-3 neither
 `generate` nor a forward works on partitioned weights earlier) and after the trained model is saved.
@@ -26,6 +27,7 @@ from sparse2dense.data import load_records
 from sparse2dense.diagnostics import MeasureBeforeTraining, measure_divergence
 from sparse2dense.generation import SamplingParams, generate
 from sparse2dense.launch import DeviceFacts, batch_fields
+from sparse2dense.losses import bound_divergence_tiles
 from sparse2dense.models import load_model, load_tokenizer, save_trained
 from sparse2dense.preflight import check_tokenizers
 from sparse2dense.prompts import render_prompts
@@ -103,6 +105,7 @@ def run_opd(spec: StageSpec, out_dir: Path) -> StageOutput:
     problems = load_records(spec.upstream_path("data") / "splits/unlabeled.jsonl")
     prompts = render_prompts(tokenizer, problems, prompt)
     diagnostic = random.Random(spec.seed).sample(prompts, min(section.diagnostic_prompts, len(prompts)))
+    bound_divergence_tiles()
     trainer = DistillationTrainer(
         model=student,
         teacher_model=teacher,

@@ -27,6 +27,7 @@ from sparse2dense.config import WarmupSection
 from sparse2dense.data import load_records
 from sparse2dense.diagnostics import MeasureBeforeTraining, measure_divergence
 from sparse2dense.launch import DeviceFacts, batch_fields
+from sparse2dense.losses import bound_divergence_tiles
 from sparse2dense.models import load_model, load_tokenizer, save_trained
 from sparse2dense.preflight import check_tokenizers
 from sparse2dense.spec import StageSpec
@@ -135,6 +136,7 @@ def build_trainer(
     data = Dataset.from_list(
         [{"prompt_ids": r["prompt_ids"], "completion_ids": r["completion_ids"]} for r in rows]
     )
+    bound_divergence_tiles()
     return TeacherSequenceTrainer(
         model=student,
         teacher_model=teacher,
