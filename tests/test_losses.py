@@ -1,8 +1,17 @@
-"""KL identities for the measurement functions."""
+"""KL identities for the measurement functions, and the chunked form against the plain one."""
 
+import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from sparse2dense.losses import compute_forward_kl, compute_implicit_reward, compute_reverse_kl
+from sparse2dense.losses import (
+    DIVERGENCE_TILE_TOKENS,
+    bound_divergence_tiles,
+    compute_chunked_divergence_sums,
+    compute_forward_kl,
+    compute_implicit_reward,
+    compute_reverse_kl,
+)
 
 
 def _logits(seed, shape=(2, 3, 5)):
@@ -39,3 +48,83 @@ def test_implicit_reward_is_logprob_difference():
     mean, _ = compute_implicit_reward(t, s, tokens, torch.ones(2, 3))
     expected = (t.log_softmax(-1)[..., 0] - s.log_softmax(-1)[..., 0]).mean()
     assert torch.allclose(mean, expected, atol=1e-6)
+
+
+# ---- the chunked form the diagnostics use -----------------------------------------------------------
+
+
+def _heads(n=11, v=7, ht=5, hs=3, seed=7):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(n, ht, generator=g),
+        torch.randn(v, ht, generator=g),
+        torch.randn(n, hs, generator=g),
+        torch.randn(v, hs, generator=g),
+        torch.randint(0, v, (n,), generator=g),
+        torch.randn(v, generator=g),
+    )
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 11, 64])
+def test_chunked_divergence_sums_equal_the_unchunked_means(chunk):
+    h_t, w_t, h_s, w_s, tokens, bias = _heads()
+    sums = compute_chunked_divergence_sums(h_t, w_t, h_s, w_s, tokens, chunk, teacher_bias_V=bias)
+    t_logits, s_logits = (h_t @ w_t.T + bias)[None], (h_s @ w_s.T)[None]  # [1, N, V]
+    mask = torch.ones(1, tokens.numel())
+    n = float(sums.tokens)
+    assert n == tokens.numel()
+    assert float(sums.forward_kl) / n == pytest.approx(
+        compute_forward_kl(t_logits, s_logits, mask).item(), abs=1e-5
+    )
+    assert float(sums.reverse_kl) / n == pytest.approx(
+        compute_reverse_kl(t_logits, s_logits, mask).item(), abs=1e-5
+    )
+    mean, std = compute_implicit_reward(t_logits, s_logits, tokens[None], mask)
+    assert float(sums.reward) / n == pytest.approx(mean.item(), abs=1e-5)
+    assert (float(sums.reward_sq) / n - (float(sums.reward) / n) ** 2) ** 0.5 == pytest.approx(
+        std.item(), abs=1e-4
+    )
+
+
+def test_chunked_divergence_sums_of_no_positions_are_zero():
+    h_t, w_t, h_s, w_s, tokens, _ = _heads()
+    sums = compute_chunked_divergence_sums(h_t[:0], w_t, h_s[:0], w_s, tokens[:0], 4)
+    assert all(float(x) == 0.0 for x in sums)
+    with pytest.raises(ValueError, match="chunk_size"):
+        compute_chunked_divergence_sums(h_t, w_t, h_s, w_s, tokens, 0)
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest tensor any torch op creates while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.numel = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.numel = max(self.numel, t.numel())
+        return out
+
+
+def test_chunked_divergence_sums_never_build_logits_for_all_positions():
+    h_t, w_t, h_s, w_s, tokens, _ = _heads(n=512, v=1000, ht=4, hs=4)
+    with _LargestTensor() as chunked:
+        compute_chunked_divergence_sums(h_t, w_t, h_s, w_s, tokens, 16)
+    with _LargestTensor() as plain:
+        compute_forward_kl((h_t @ w_t.T)[None], (h_s @ w_s.T)[None], torch.ones(1, 512))
+    assert chunked.numel == 16 * 1000  # one chunk's logits
+    assert plain.numel == 512 * 1000
+
+
+def test_trl_divergence_tiles_are_bounded_to_our_height(monkeypatch):
+    from trl.kernels import chunked_divergence
+
+    monkeypatch.setattr(chunked_divergence, "TOKEN_CHUNK_SIZE", 4096)
+    bound_divergence_tiles()
+    assert chunked_divergence.TOKEN_CHUNK_SIZE == DIVERGENCE_TILE_TOKENS == 1024
+    monkeypatch.delattr(chunked_divergence, "TOKEN_CHUNK_SIZE")
+    with pytest.raises(RuntimeError, match="TOKEN_CHUNK_SIZE"):
+        bound_divergence_tiles()

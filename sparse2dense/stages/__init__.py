@@ -23,8 +23,8 @@ STAGE_VERSION: dict[Stage, int] = {
     Stage.BASE: 1,
     Stage.TEACHER_RL: 1,
     Stage.TEACHER_ROLLOUTS: 2,
-    Stage.WARMUP: 1,
-    Stage.OPD: 1,
+    Stage.WARMUP: 2,
+    Stage.OPD: 2,
     Stage.STUDENT_RL: 1,
     Stage.EVAL: 2,
 }
