@@ -18,7 +18,17 @@ from sparse2dense.launch import DeviceFacts
 from sparse2dense.prompts import encode_prompt, prompt_conversations, render_prompt
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages import Stage
-from tests.tiny_models import QWEN3, SHARED, bos_tokenizer, have_tokenizers, save_bos_llama, save_qwen3
+from tests.tiny_models import (
+    QWEN3,
+    SHARED,
+    bos_tokenizer,
+    have_tokenizers,
+    run_preset_stages,
+    save_bos_llama,
+    save_qwen3,
+    tiny_data_dir,
+    tiny_preset_overrides,
+)
 
 pytestmark = pytest.mark.skipif(not have_tokenizers(), reason="../shared/tokenizers not found")
 
@@ -264,23 +274,6 @@ def test_bf16_student_keeps_fp32_master_weights(models, tmp_path):
     assert _fraction_changed(models["qwen3"], tmp_path / "after") > 0.9
 
 
-def _tiny_data_dir(target: Path) -> Path:
-    """The shared data files' layout with a handful of rows each (the real schemas)."""
-    import datasets
-
-    source = SHARED / "data"
-    for rel, rows in [("math_train/train.jsonl", 12), ("math500/test.jsonl", 3)]:
-        (target / rel).parent.mkdir(parents=True, exist_ok=True)
-        lines = (source / rel).read_text().splitlines()[:rows]
-        (target / rel).write_text("\n".join(lines) + "\n")
-    dapo = datasets.load_dataset(
-        "parquet", data_files=str(source / "dapo_math_17k/dapo_math_17k.parquet"), split="train[:24]"
-    )
-    (target / "dapo_math_17k").mkdir(parents=True, exist_ok=True)
-    dapo.to_parquet(str(target / "dapo_math_17k/dapo_math_17k.parquet"))
-    return target
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "data").is_dir(), reason="../shared/data not found")
 def test_every_stage_of_the_qwen3_preset_runs_on_real_vocabulary(tmp_path):
@@ -290,55 +283,13 @@ def test_every_stage_of_the_qwen3_preset_runs_on_real_vocabulary(tmp_path):
     from sparse2dense.config import load_config
     from sparse2dense.data import load_records
     from sparse2dense.store import read_manifest, verify_stage_dir
-    from tests.stage_runner import Runner
 
     teacher = save_qwen3(tmp_path / "teacher", layers=2, hidden=64, seed=1, dtype="float32")
     student = save_qwen3(tmp_path / "student", layers=1, hidden=32, seed=2, dtype="float32")
-    small = ["use_vllm=false", "memory={}", "prompts_per_step=2", "num_generations=2"]
-    overrides = [
-        f"data.data_dir={_tiny_data_dir(tmp_path / 'data')}",
-        "data.eval_sets=[math500]",
-        f"teacher.name_or_path={teacher}",
-        f"student.name_or_path={student}",
-        "teacher.dtype=float32",
-        "student.dtype=float32",
-        "launcher.kind=local",
-        "launcher.num_processes=1",
-        "launcher.config_file=null",
-        *[f"teacher_rl.{o}" for o in small],
-        "teacher_rl.steps=4",
-        "teacher_rl.max_completion_length=8",
-        "teacher_rollouts.max_new_tokens=8",
-        "teacher_rollouts.backend=transformers",
-        "teacher_rollouts.heldout_fraction=0.25",
-        "warmup.batch_size=4",
-        "warmup.epochs=0.5",
-        "warmup.max_length=512",
-        "warmup.memory={}",
-        "opd.steps=2",
-        "opd.prompts_per_step=2",
-        "opd.max_completion_length=8",
-        "opd.diagnostic_prompts=2",
-        "opd.use_vllm=false",
-        "opd.memory={}",
-        "student_rl.enabled=true",
-        "student_rl.labels=replay",
-        *[f"student_rl.{o}" for o in small],
-        "student_rl.steps=4",
-        "student_rl.max_completion_length=8",
-        "eval.samples_per_problem=2",
-        "eval.max_new_tokens=8",
-        "eval.backend=transformers",
-    ]
+    overrides = tiny_preset_overrides(tiny_data_dir(tmp_path / "data"), teacher, student, tokens=8)
     cfg = load_config(Path(__file__).parents[1] / "configs" / "qwen3-8b-to-1.7b.yaml", overrides)
-    runner = Runner(cfg, tmp_path / "store")
-    runner.run("data_prep", Stage.DATA_PREP)
-    runner.run("teacher_rl", Stage.TEACHER_RL, "teacher", data="data_prep")
-    runner.run("teacher_rollouts", Stage.TEACHER_ROLLOUTS, data="data_prep", teacher="teacher_rl")
-    runner.run("warmup", Stage.WARMUP, teacher="teacher_rl", rollouts="teacher_rollouts")
-    runner.run("opd", Stage.OPD, data="data_prep", student="warmup", teacher="teacher_rl")
-    runner.run("student_rl", Stage.STUDENT_RL, "student", data="data_prep", policy="opd")
-    out, _, _ = runner.run("eval/student_final", Stage.EVAL, "student", data="data_prep", model="student_rl")
+    runner = run_preset_stages(cfg, tmp_path / "store")
+    out = Path(runner.results["eval/student_final"].path)
     for name, result in runner.results.items():
         assert verify_stage_dir(Path(result.path)) is None, name
     data = Path(runner.results["data_prep"].path)

@@ -4,7 +4,9 @@
 tied embeddings, bf16 weights) shrunk to a few layers, with the real tokenizer, chat template and
 generation config beside it: what `from_pretrained` of the hub model returns, minus the size.
 `save_bos_llama` writes a Llama model on a tokenizer that adds a BOS (Mixtral's) with a chat
-template that writes the BOS itself, as Llama 3's does.
+template that writes the BOS itself, as Llama 3's does. `tiny_preset_overrides` cuts a GPU preset
+down to such models and a few rows of the shared data (`tiny_data_dir`); `run_preset_stages` runs
+its stage programs in order, as the flow would.
 """
 
 import json
@@ -92,3 +94,95 @@ def save_bos_llama(target: Path, *, hidden: int = 32, seed: int = 0) -> Path:
     LlamaForCausalLM(config).save_pretrained(target, safe_serialization=True)
     tok.save_pretrained(target)
     return target
+
+
+def tiny_data_dir(target: Path) -> Path:
+    """The shared data files' layout with a handful of rows each (the real schemas)."""
+    import datasets
+
+    source = SHARED / "data"
+    for rel, rows in [("math_train/train.jsonl", 12), ("math500/test.jsonl", 3)]:
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        lines = (source / rel).read_text().splitlines()[:rows]
+        (target / rel).write_text("\n".join(lines) + "\n")
+    dapo = datasets.load_dataset(
+        "parquet", data_files=str(source / "dapo_math_17k/dapo_math_17k.parquet"), split="train[:24]"
+    )
+    (target / "dapo_math_17k").mkdir(parents=True, exist_ok=True)
+    dapo.to_parquet(str(target / "dapo_math_17k/dapo_math_17k.parquet"))
+    return target
+
+
+def tiny_preset_overrides(
+    data_dir: Path,
+    teacher: Path,
+    student: Path,
+    *,
+    tokens: int,
+    dtype: str = "float32",
+    vllm: bool = False,
+    launcher: list[str] | None = None,
+) -> list[str]:
+    """A GPU preset on tiny models: memory plans left to the hardware, `tokens` per completion,
+    GRPO keeping the preset's 4 updates per rollout batch, student RL on the replay control."""
+    use_vllm = "true" if vllm else "false"
+    backend = "vllm" if vllm else "transformers"
+    small = [f"use_vllm={use_vllm}", "memory={}", "prompts_per_step=2", "num_generations=2"]
+    small += [f"max_completion_length={tokens}", "steps=4"]
+    if vllm:
+        small += ["vllm_gpu_memory_utilization=0.2"]
+    return [
+        f"data.data_dir={data_dir}",
+        "data.eval_sets=[math500]",
+        f"teacher.name_or_path={teacher}",
+        f"student.name_or_path={student}",
+        f"teacher.dtype={dtype}",
+        f"student.dtype={dtype}",
+        *(launcher or ["launcher.kind=local", "launcher.num_processes=1", "launcher.config_file=null"]),
+        *[f"teacher_rl.{o}" for o in small],
+        f"teacher_rollouts.max_new_tokens={tokens}",
+        f"teacher_rollouts.backend={backend}",
+        "teacher_rollouts.heldout_fraction=0.25",
+        "teacher_rollouts.vllm_gpu_memory_utilization=0.3",
+        "warmup.batch_size=4",
+        "warmup.epochs=0.5",
+        f"warmup.max_length={tokens + 512}",
+        "warmup.memory={}",
+        "opd.steps=2",
+        "opd.prompts_per_step=2",
+        f"opd.max_completion_length={tokens}",
+        "opd.diagnostic_prompts=2",
+        f"opd.use_vllm={use_vllm}",
+        "opd.vllm_gpu_memory_utilization=0.2",
+        "opd.memory={}",
+        "student_rl.enabled=true",
+        "student_rl.labels=replay",
+        *[f"student_rl.{o}" for o in small],
+        "eval.samples_per_problem=2",
+        f"eval.max_new_tokens={tokens}",
+        f"eval.backend={backend}",
+        "eval.vllm_gpu_memory_utilization=0.3",
+    ]
+
+
+def run_preset_stages(cfg, store: Path, env_of=None):
+    """Every stage program of the plan once, in order (`env_of(name)`: extra environment); the
+    runner keeps each stage's console output in `outputs`."""
+    from sparse2dense.stages import Stage
+    from tests.stage_runner import Runner, stage_env
+
+    runner = Runner(cfg, store)
+    runner.outputs = {}
+    steps = [
+        ("data_prep", Stage.DATA_PREP, None, {}),
+        ("teacher_rl", Stage.TEACHER_RL, "teacher", {"data": "data_prep"}),
+        ("teacher_rollouts", Stage.TEACHER_ROLLOUTS, None, {"data": "data_prep", "teacher": "teacher_rl"}),
+        ("warmup", Stage.WARMUP, None, {"teacher": "teacher_rl", "rollouts": "teacher_rollouts"}),
+        ("opd", Stage.OPD, None, {"data": "data_prep", "student": "warmup", "teacher": "teacher_rl"}),
+        ("student_rl", Stage.STUDENT_RL, "student", {"data": "data_prep", "policy": "opd"}),
+        ("eval/student_final", Stage.EVAL, "student", {"data": "data_prep", "model": "student_rl"}),
+    ]
+    for name, stage, model, upstream in steps:
+        env = stage_env(**(env_of(name) if env_of else {}))
+        runner.outputs[name] = runner.run(name, stage, model, env=env, **upstream)[1]
+    return runner
