@@ -152,7 +152,8 @@ class GRPOSection(Section):
     """GRPO on a policy with labeled prompts (teacher RL in stage 1, student RL in stage 4).
 
     `prompts_per_step` prompts x `num_generations` completions make one optimizer step, over all
-    processes together (`memory` says how that is split).
+    processes together (`memory` says how that is split); one generation batch feeds
+    `steps_per_generation` x `num_iterations` such steps.
     """
 
     enabled: bool = True
@@ -166,10 +167,23 @@ class GRPOSection(Section):
     epsilon_high: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.28
     loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = "dapo"
     kl_beta: Annotated[float, Field(ge=0.0)] = 0.0
+    steps_per_generation: Positive = Field(
+        1,
+        description="optimizer steps on each generation batch of prompts_per_step x steps_per_generation "
+        "prompts (verl: train_batch_size / ppo_mini_batch_size); >1 makes later steps off-policy, so the clip acts",
+    )
+    num_iterations: Positive = Field(
+        1, description="passes over each generation batch (GRPO's mu, verl's ppo_epochs); 1 or more"
+    )
     temperature: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0
     max_completion_length: Positive = 8192
     labels: Literal["stage1", "heldout", "replay"] = "stage1"
     use_vllm: bool = False
+    vllm_importance_sampling_correction: bool = Field(
+        False,
+        description="TRL's truncated importance sampling for vLLM-vs-trainer logprob mismatch (only with "
+        "use_vllm; off in the authors' verl code)",
+    )
     vllm_mode: VLLMMode = Field("colocate", json_schema_extra=NON_SEMANTIC)
     vllm_gpu_memory_utilization: GPUFraction = 0.3
     vllm_tensor_parallel_size: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 1
@@ -200,6 +214,9 @@ GRPO_RECIPE = (
     "temperature",
     "max_completion_length",
     "labels",
+    "steps_per_generation",
+    "num_iterations",
+    "vllm_importance_sampling_correction",
 )
 
 
@@ -219,6 +236,16 @@ def take_teacher_recipe(data: Any) -> Any:
     except ValidationError:
         return data  # validation proper reports teacher_rl's own errors, with their paths
     return {**data, "student_rl": {**student, **teacher.model_dump(include=set(GRPO_RECIPE))}}
+
+    @model_validator(mode="after")
+    def _whole_generation_batches(self) -> GRPOSection:
+        per_batch = self.steps_per_generation * self.num_iterations
+        if self.steps % per_batch:
+            raise ValueError(
+                f"steps ({self.steps}) must be a multiple of steps_per_generation x num_iterations "
+                f"({per_batch}), so every generation batch is used in full"
+            )
+        return self
 
 
 class RolloutSection(Section):
@@ -262,6 +289,9 @@ class OPDSection(Section):
     enabled: bool = True
     steps: Positive = 100
     learning_rate: LearningRate = 1e-6
+    weight_decay: Annotated[float, Field(ge=0.0)] = Field(
+        0.0, description="AdamW weight decay, >= 0 (the authors' code: 0.1)"
+    )
     prompts_per_step: Positive = 64
     temperature: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0
     max_completion_length: Positive = 8192

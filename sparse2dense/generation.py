@@ -7,11 +7,15 @@ ETA. vLLM (`vllm.LLM`, continuous batching, tensor parallel) serves GPU runs; `a
 vllm is importable and CUDA is available. Prompts go to both as the same token ids (rendered by the
 one prompt renderer, no special tokens added), so a template's BOS is never doubled. Every result
 carries the backend name and version and the sampling parameters, so eval records say exactly how
-they were produced.
+they were produced. vLLM gets one seed per prompt (`request_seeds`), derived from the call's seed and
+the prompt's index: one seed for every request would draw the same random numbers for every
+problem of a shard and correlate their samples.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,6 +24,7 @@ from typing import Any
 import torch
 
 from sparse2dense.progress import progress_line
+from sparse2dense.prompts import encode_prompt
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,16 @@ def resolve_backend(requested: str) -> str:
     return "vllm"
 
 
+def request_seeds(seed: int, count: int) -> list[int]:
+    """The sampling seed of each of `count` prompts generated with `seed` (a shard's seed): the first
+    63 bits of sha256("seed:index"), so prompts get unrelated streams, the same prompt index always
+    the same one, and neighbouring shard seeds (seed + i) never share a stream by arithmetic."""
+    return [
+        int.from_bytes(hashlib.sha256(f"{seed}:{index}".encode()).digest()[:8], "big") >> 1
+        for index in range(count)
+    ]
+
+
 def vllm_sampling_params(sampling: SamplingParams) -> Any:
     """Our sampling parameters as vLLM's (`top_k` 0 means no limit, as in transformers)."""
     from vllm import SamplingParams as VLLMSamplingParams
@@ -138,10 +153,12 @@ class VLLMGenerator:
         self, prompts: list[str], sampling: SamplingParams, label: str = "generate"
     ) -> list[list[Completion]]:
         started = time.monotonic()
-        requests = [
-            {"prompt_token_ids": self.tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts
+        requests = [{"prompt_token_ids": encode_prompt(self.tokenizer, p)} for p in prompts]
+        per_request = [
+            vllm_sampling_params(dataclasses.replace(sampling, seed=seed))
+            for seed in request_seeds(sampling.seed, len(prompts))
         ]
-        outputs = self.llm.generate(requests, vllm_sampling_params(sampling), use_tqdm=False)
+        outputs = self.llm.generate(requests, per_request, use_tqdm=False)
         groups = [
             [
                 Completion(

@@ -3,6 +3,14 @@
 A model role ("policy", "teacher", "student") resolves to an upstream stage's `model/` directory
 when one is given, else to the configured hub id or local path. Weights are saved as safetensors;
 `trust_remote_code` stays off unless the model's config turns it on.
+
+A model that is trained is loaded in float32 whatever its configured `dtype`: AdamW on bf16 weights
+loses every update smaller than bf16's resolution (at lr 1e-6 most of them), so the weights stay fp32
+master copies and bf16 is the compute dtype (the memory plan's `bf16`: autocast, or FSDP's mixed
+precision policy). Frozen models (the teacher of warmup/opd, generation) load in the configured
+dtype with gradients off, which also keeps FSDP from upcasting them. Under FSDP a model stays where
+`from_pretrained` put it (CPU on the main process, `meta` elsewhere with cpu-RAM-efficient loading)
+and accelerate shards it onto the GPUs, so no GPU ever holds a whole fp32 copy.
 """
 
 from __future__ import annotations
@@ -18,8 +26,8 @@ MODEL_DIR = "model"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_model(spec: Any, role: str) -> tuple[str, dict[str, Any]]:
-    """(path or hub id, from_pretrained kwargs) for a role of a stage spec."""
+def resolve_model(spec: Any, role: str, trainable: bool = False) -> tuple[str, dict[str, Any]]:
+    """(path or hub id, from_pretrained kwargs) for a role of a stage spec; a trained model is fp32."""
     options = dict(spec.config.get("models", {}).get(role) or {})
     if role in spec.upstream:
         source = str(spec.upstream_path(role) / MODEL_DIR)
@@ -29,7 +37,9 @@ def resolve_model(spec: Any, role: str) -> tuple[str, dict[str, Any]]:
         raise KeyError(f"stage {spec.name}: no model for role {role!r} (no upstream and no name_or_path)")
     kwargs: dict[str, Any] = {"trust_remote_code": bool(options.get("trust_remote_code", False))}
     dtype = options.get("dtype", "auto")
-    if dtype != "auto":
+    if trainable:
+        kwargs["dtype"] = torch.float32
+    elif dtype != "auto":
         kwargs["dtype"] = _DTYPES[dtype]
     elif not torch.cuda.is_available():
         kwargs["dtype"] = torch.float32
@@ -47,15 +57,25 @@ def local_device() -> str:
     return f"cuda:{local_rank}"
 
 
-def load_model(spec: Any, role: str) -> Any:
-    """Load a role's model onto this process's device. Under DeepSpeed ZeRO-3 (once the stage's TRL
-    config exists) `from_pretrained` partitions the weights as it loads and they stay where
-    DeepSpeed put them."""
+def fsdp_enabled(env: Any = None) -> bool:
+    """True in a process that accelerate launched with an FSDP config (the trainer shards models)."""
+    env = os.environ if env is None else env
+    return str(env.get("ACCELERATE_USE_FSDP", "false")).lower() == "true"
+
+
+def load_model(spec: Any, role: str, trainable: bool = False) -> Any:
+    """Load a role's model: `trainable` in fp32 (master weights), else frozen in its configured dtype.
+
+    It goes onto this process's GPU unless a distributed engine places it: under DeepSpeed ZeRO-3
+    (once the stage's TRL config exists) `from_pretrained` partitions the weights as it loads, and
+    under FSDP the trainer shards the model from where it was loaded."""
     from transformers.integrations import is_deepspeed_zero3_enabled
 
-    source, kwargs = resolve_model(spec, role)
+    source, kwargs = resolve_model(spec, role, trainable)
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    if torch.cuda.is_available() and not is_deepspeed_zero3_enabled():
+    if not trainable:
+        model.requires_grad_(False)
+    if torch.cuda.is_available() and not is_deepspeed_zero3_enabled() and not fsdp_enabled():
         model = model.to(local_device())
     return model
 

@@ -59,3 +59,16 @@ def test_vllm_sampling_params():
         64,
         3,
     )
+
+
+def test_each_prompt_of_a_shard_gets_its_own_seed():
+    """One seed for every request of a shard would draw the same random numbers for every problem."""
+    import hashlib
+
+    seeds = generation.request_seeds(42, 64)
+    assert len(set(seeds)) == 64 and all(0 <= s < 2**63 for s in seeds)
+    assert generation.request_seeds(42, 64) == seeds  # deterministic: a resumed shard resamples alike
+    assert generation.request_seeds(42, 10) == seeds[:10]  # a prompt's seed depends on its index only
+    assert not set(generation.request_seeds(43, 64)) & set(seeds)  # the next shard's seed: new streams
+    digest = hashlib.sha256(b"42:5").digest()[:8]
+    assert seeds[5] == int.from_bytes(digest, "big") >> 1

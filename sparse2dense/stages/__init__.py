@@ -19,12 +19,12 @@ class Stage(StrEnum):
 
 
 STAGE_VERSION: dict[Stage, int] = {
-    Stage.DATA_PREP: 2,
+    Stage.DATA_PREP: 3,
     Stage.BASE: 1,
-    Stage.TEACHER_RL: 1,
-    Stage.TEACHER_ROLLOUTS: 2,
-    Stage.WARMUP: 2,
-    Stage.OPD: 2,
-    Stage.STUDENT_RL: 1,
-    Stage.EVAL: 2,
+    Stage.TEACHER_RL: 2,
+    Stage.TEACHER_ROLLOUTS: 3,
+    Stage.WARMUP: 3,
+    Stage.OPD: 3,
+    Stage.STUDENT_RL: 2,
+    Stage.EVAL: 3,
 }

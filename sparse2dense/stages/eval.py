@@ -109,7 +109,10 @@ def run_eval(spec: StageSpec, out_dir: Path) -> StageOutput:
     payload = {
         "benchmarks": results,
         "sampling": sampling.as_dict(),
-        "shards": {"size": section.batch_size, "seed": "sampling seed + shard index"},
+        "shards": {
+            "size": section.batch_size,
+            "seed": "sampling seed + shard index (vLLM: one seed per prompt from it, request_seeds)",
+        },
         "generation": backend_info(backend),
     }
     (out_dir / "results.json").write_text(json.dumps(payload, indent=2))

@@ -1,16 +1,19 @@
 """GRPO with the correctness reward: teacher RL (stage 1) and student RL (stage 4) are this one stage
 with two configs.
 
-TRL `GRPOTrainer` on labeled prompts (`stage1` or `heldout` split; `replay` reuses the stage-1 labels
-the teacher already consumed, as the control arm's same number of updates without new labels).
-Reward = `grading.correctness_reward`, the function eval uses. DAPO defaults: clip 0.2/0.28,
-token-mean loss, no KL term. Writes `model/` and the reward curve's summary.
+TRL `GRPOTrainer` on labeled prompts (`stage1` or `heldout` split; `replay` re-reads stage-1 labels
+the teacher already consumed: the control of held-out stage 4, as many prompts as the held-out set,
+so the same updates and passes without new labels). Reward = `grading.correctness_reward`, the
+function eval uses. DAPO defaults: clip 0.2/0.28, token-mean loss, no KL term; the authors' verl
+setting of several optimizer steps per generation batch is `steps_per_generation`. The policy
+trains in fp32 master weights (see models.py). Writes `model/` and the reward curve's summary.
 
     python -m sparse2dense.stages.teacher_rl SPEC.json   (or .student_rl)
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from datasets import Dataset
@@ -21,7 +24,7 @@ from sparse2dense.data import load_records
 from sparse2dense.grading import correctness_reward
 from sparse2dense.launch import DeviceFacts, batch_fields
 from sparse2dense.models import load_model, load_tokenizer, save_trained
-from sparse2dense.prompts import render_prompts
+from sparse2dense.prompts import prompt_conversations
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages.program import StageOutput, latest_checkpoint, training_args, training_callbacks
 
@@ -31,16 +34,24 @@ SPLIT_OF_LABELS = {"stage1": "stage1", "heldout": "heldout", "replay": "stage1"}
 def build_grpo_config(
     section: GRPOSection, spec: StageSpec, out_dir: Path, facts: DeviceFacts | None = None
 ) -> GRPOConfig:
-    """Our GRPO section mapped onto TRL's GRPOConfig. One optimizer step per generation batch of
-    `prompts_per_step x num_generations` completions over all processes (`facts`: the hardware,
-    detected when not given)."""
+    """Our GRPO section mapped onto TRL's GRPOConfig (`facts`: the hardware, detected when not given).
+
+    One optimizer step takes `prompts_per_step x num_generations` completions over all processes
+    (per-device batch x processes x accumulation); one generation batch holds `steps_per_generation`
+    of those, so TRL's `steps_per_generation` counts micro-batches: accumulation x ours. Prompts
+    reach TRL as conversations with our chat kwargs, so it renders and tokenizes them as eval does.
+    """
     facts = facts or DeviceFacts.detect()
     completions = section.prompts_per_step * section.num_generations
+    batches = batch_fields(completions, section.memory, facts, f"{spec.name}.memory")
     return GRPOConfig(
         **training_args(
             spec, out_dir, section.logging_steps, section.checkpoint_every, section.memory, facts
         ),
-        **batch_fields(completions, section.memory, facts, f"{spec.name}.memory"),
+        **batches,
+        steps_per_generation=batches["gradient_accumulation_steps"] * section.steps_per_generation,
+        num_iterations=section.num_iterations,
+        chat_template_kwargs=dict(spec.config["prompt"]["chat_template_kwargs"]),
         max_steps=section.steps,
         learning_rate=section.learning_rate,
         weight_decay=section.weight_decay,
@@ -60,6 +71,7 @@ def build_grpo_config(
         vllm_gpu_memory_utilization=section.vllm_gpu_memory_utilization,
         vllm_tensor_parallel_size=section.vllm_tensor_parallel_size,
         vllm_server_base_url=section.vllm_server_base_url,
+        vllm_importance_sampling_correction=section.vllm_importance_sampling_correction,
         log_completions=False,
     )
 
@@ -68,14 +80,27 @@ def _log_series(history: list[dict], key: str) -> list[float]:
     return [float(h[key]) for h in history if key in h]
 
 
+def labeled_records(splits: Path, labels: str, seed: int) -> list[dict]:
+    """The labeled problems a GRPO run reads. `replay` is the control of held-out stage 4: a seeded
+    sample of the stage-1 problems as large as the held-out set, so with the same `steps` both arms
+    make the same updates over as many distinct prompts, each read as often."""
+    if labels != "replay":
+        return load_records(splits / f"{SPLIT_OF_LABELS[labels]}.jsonl")
+    stage1 = load_records(splits / "stage1.jsonl")
+    size = min(len(load_records(splits / "heldout.jsonl")), len(stage1))
+    picked = sorted(random.Random(seed).sample(range(len(stage1)), size))
+    return [stage1[i] for i in picked]
+
+
 def run_grpo(spec: StageSpec, out_dir: Path) -> StageOutput:
     section = GRPOSection.model_validate(spec.config["grpo"])
     prompt = spec.config["prompt"]
     args = build_grpo_config(section, spec, out_dir)  # first: under ZeRO-3 it shards the loading
-    tokenizer, model = load_tokenizer(spec, "policy"), load_model(spec, "policy")
-    records = load_records(spec.upstream_path("data") / f"splits/{SPLIT_OF_LABELS[section.labels]}.jsonl")
-    prompts = render_prompts(tokenizer, records, prompt)
-    rows = [{"prompt": p, "answer": r["answer"]} for p, r in zip(prompts, records, strict=True)]
+    tokenizer = load_tokenizer(spec, "policy")
+    model = load_model(spec, "policy", trainable=True)
+    records = labeled_records(spec.upstream_path("data") / "splits", section.labels, spec.seed)
+    conversations = prompt_conversations(records, prompt)
+    rows = [{"prompt": c, "answer": r["answer"]} for c, r in zip(conversations, records, strict=True)]
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=correctness_reward,
@@ -89,7 +114,8 @@ def run_grpo(spec: StageSpec, out_dir: Path) -> StageOutput:
     history = trainer.state.log_history
     rewards = _log_series(history, "reward")
     third = max(len(rewards) // 3, 1)
-    prompts_seen = section.steps * section.prompts_per_step
+    # Each generation batch is read num_iterations times; prompts drawn, repeats included:
+    prompts_seen = section.steps * section.prompts_per_step // section.num_iterations
     metrics = {
         "reward_first_third": sum(rewards[:third]) / third if rewards else float("nan"),
         "reward_last_third": sum(rewards[-third:]) / third if rewards else float("nan"),

@@ -30,7 +30,7 @@ from sparse2dense.launch import DeviceFacts, batch_fields
 from sparse2dense.losses import bound_divergence_tiles
 from sparse2dense.models import load_model, load_tokenizer, save_trained
 from sparse2dense.preflight import check_tokenizers
-from sparse2dense.prompts import render_prompts
+from sparse2dense.prompts import prompt_conversations, render_prompts
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages import Stage
 from sparse2dense.stages.program import (
@@ -56,6 +56,7 @@ def build_distillation_config(
         **batch_fields(section.prompts_per_step, section.memory, facts, f"{spec.name}.memory"),
         max_steps=section.steps,
         learning_rate=section.learning_rate,
+        weight_decay=section.weight_decay,
         lr_scheduler_type="constant",
         max_completion_length=section.max_completion_length,
         temperature=section.temperature,
@@ -65,6 +66,7 @@ def build_distillation_config(
         vllm_gpu_memory_utilization=section.vllm_gpu_memory_utilization,
         vllm_tensor_parallel_size=section.vllm_tensor_parallel_size,
         vllm_server_base_url=section.vllm_server_base_url,
+        chat_template_kwargs=dict(spec.config["prompt"]["chat_template_kwargs"]),
     )
 
 
@@ -101,7 +103,7 @@ def run_opd(spec: StageSpec, out_dir: Path) -> StageOutput:
     tokenizer = load_tokenizer(spec, "student")
     check_tokenizers(load_tokenizer(spec, "teacher"), tokenizer)
     args = build_distillation_config(section, spec, out_dir)  # first: under ZeRO-3 it shards the loading
-    student, teacher = load_model(spec, "student"), load_model(spec, "teacher")
+    student, teacher = load_model(spec, "student", trainable=True), load_model(spec, "teacher")
     problems = load_records(spec.upstream_path("data") / "splits/unlabeled.jsonl")
     prompts = render_prompts(tokenizer, problems, prompt)
     diagnostic = random.Random(spec.seed).sample(prompts, min(section.diagnostic_prompts, len(prompts)))
@@ -110,7 +112,7 @@ def run_opd(spec: StageSpec, out_dir: Path) -> StageOutput:
         model=student,
         teacher_model=teacher,
         args=args,
-        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+        train_dataset=Dataset.from_list([{"prompt": c} for c in prompt_conversations(problems, prompt)]),
         processing_class=tokenizer,
         callbacks=training_callbacks(spec.name, str(spec.stage), out_dir),
     )

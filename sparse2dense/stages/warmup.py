@@ -122,14 +122,21 @@ def build_trainer(
     args = args or build_warmup_config(section, spec, out_dir, len(rows))
     callbacks = training_callbacks(spec.name, str(spec.stage), out_dir)
     if section.objective == "sft":
+        # The rollout's own ids, tokenized data for TRL: re-tokenizing the text would add a second
+        # BOS where the template writes one and can split the teacher's tokens differently.
         data = Dataset.from_list(
-            [{"prompt": r["prompt"], "completion_ids": r["completion_ids"]} for r in rows]
+            [
+                {
+                    "input_ids": r["prompt_ids"] + r["completion_ids"],
+                    "completion_mask": [0] * len(r["prompt_ids"]) + [1] * len(r["completion_ids"]),
+                }
+                for r in rows
+            ]
         )
-        data = data.map(lambda r: {"completion": tokenizer.decode(r["completion_ids"])})
         return SFTTrainer(
             model=student,
             args=args,
-            train_dataset=data.remove_columns("completion_ids"),
+            train_dataset=data,
             processing_class=tokenizer,
             callbacks=callbacks,
         )
@@ -168,7 +175,7 @@ def run_warmup(spec: StageSpec, out_dir: Path) -> StageOutput:
     rows, heldout = load_records(rollouts / "train.jsonl"), load_records(rollouts / "heldout.jsonl")
     rows, truncated, dropped = fit_to_max_length(rows, section.max_length)
     args = build_warmup_config(section, spec, out_dir, len(rows))  # first: under ZeRO-3 it shards the loading
-    student, teacher = load_model(spec, "student"), load_model(spec, "teacher")
+    student, teacher = load_model(spec, "student", trainable=True), load_model(spec, "teacher")
     trainer = build_trainer(section, spec, out_dir, student, teacher, tokenizer, rows, args)
     scorer = prepared_teacher(trainer, teacher)
     pairs = [(r["prompt_ids"], r["completion_ids"]) for r in heldout]
