@@ -8,8 +8,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "configs" / "toy.yaml"
 
-# A toy world small enough that the whole pipeline runs in about a minute on 2 cores.
+# A toy world small enough that the whole pipeline runs in about a minute on 2 cores: short sums of
+# three two-digit terms, tiny models, a few steps per stage.
 MICRO = [
+    "data.toy.min_terms=3",
+    "data.toy.max_terms=3",
+    "data.toy.max_operand=30",
+    "data.toy.base_noise=0.3",
     "data.toy.num_base=600",
     "data.toy.num_labeled=64",
     "data.toy.num_unlabeled=96",

@@ -32,5 +32,5 @@ def test_logging_cadence_does_not_change_keys():
 
 
 def test_seed_changes_every_key():
-    before, after = plan_keys(load_config(TOY)), plan_keys(load_config(TOY, ["seed=1"]))
+    before, after = plan_keys(load_config(TOY)), plan_keys(load_config(TOY, ["seed=2"]))
     assert all(before[n] != after[n] for n in before)
