@@ -3,6 +3,7 @@
 Arms run in order and share every common stage through the cache (the first arm that needs a stage
 key computes it, the rest get a cache hit), so the paper's seven arms train the teacher once. A
 failed arm does not stop the others; the sweep fails at the end, after writing its report.
+Each arm's final student is registered in MLflow with the arm in its lineage.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ class SweepFailed(RuntimeError):
 def ablation_sweep(
     sweep: SweepSpec, arms: list[str] | None = None, force_rerun: list[str] | None = None
 ) -> dict[str, Any]:
+    """Run every arm (or the named ones) as a post-train subflow, then the comparison report.
+
+    Args:
+        sweep: The base config and the arms, each a set of overrides or switched-off stages.
+        arms: Run only these arms (none: every arm).
+        force_rerun: Stages or stage kinds to recompute even when cached (once per stage key).
+    """
     configs = arm_configs(sweep, arms)
     plan = sweep_plan(configs)
     get_run_logger().info(
@@ -36,7 +44,8 @@ def ablation_sweep(
     run = SweepRun(sweep, configs, plan)
     for arm, cfg in configs.items():
         arm_flow = post_train.with_options(flow_run_name=f"{sweep.name}-{arm}")
-        state = arm_flow(cfg, run.forced_stages(arm, force_rerun or []), run.parent_run_id, return_state=True)
+        forced = run.forced_stages(arm, force_rerun or [])
+        state = arm_flow(cfg, forced, run.parent_run_id, arm=arm, return_state=True)
         run.record(arm, state)
     report = run.finish()
     if run.errors:

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 NON_SEMANTIC = {"semantic": False}
 
@@ -127,6 +135,19 @@ class DataSection(Section):
     """Prompt text around each problem; must contain {problem}."""
     chat_template_kwargs: dict[str, bool | int | str] = {}
     """Extra arguments to the tokenizer's chat template (e.g. enable_thinking: false)."""
+
+    @field_validator("labeled_sources", "unlabeled_sources", "eval_sets")
+    @classmethod
+    def _datasets_exist(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        """Each name must be one a loader reads (the toy world reads no sources, only its own eval set)."""
+        from sparse2dense.data import dataset_problem, known_datasets
+
+        kind = info.data.get("kind", "toy")
+        if kind == "toy" and info.field_name != "eval_sets":
+            return names
+        if problems := [p for name in names if (p := dataset_problem(name, kind))]:
+            raise ValueError(f"{'; '.join(problems)} ({known_datasets(kind)})")
+        return names
 
     @model_validator(mode="after")
     def _template_has_problem(self) -> DataSection:
@@ -500,7 +521,7 @@ def format_errors(err: ValidationError, source: str, kind: str = "config") -> st
     lines = [f"invalid {kind} {source}:"]
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "<root>"
-        lines.append(f"  {path}: {e['msg']}")
+        lines.append(f"  {path}: {e['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 
@@ -512,7 +533,12 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     path = [p for p in dotted.strip().split(".") if p]
     if not path:
         raise ConfigError(f"override {item!r} names no field")
-    return path, yaml.safe_load(raw)
+    try:
+        return path, yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"override {item!r}: the value is not valid YAML: {describe_yaml_error(err)}"
+        ) from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -539,6 +565,21 @@ def validate_config(data: dict[str, Any], source: str = "<dict>") -> PipelineCon
         raise ConfigError(format_errors(err, source)) from None
 
 
+def describe_yaml_error(err: yaml.YAMLError) -> str:
+    """A YAML error as `line L, column C: problem (context)` plus the offending line, without the
+    parser's `in "<unicode string>"` (the caller names the file)."""
+    if not isinstance(err, yaml.MarkedYAMLError) or err.problem_mark is None:
+        return str(err)
+    mark = err.problem_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {err.problem}"
+    if err.context:
+        where = err.context_mark
+        at = f" started at line {where.line + 1}, column {where.column + 1}" if where else ""
+        text += f" ({err.context}{at})"
+    snippet = mark.get_snippet(indent=4)
+    return f"{text}\n{snippet}" if snippet and snippet.strip() else text
+
+
 def read_yaml_mapping(path: str | Path, kind: str = "config") -> dict[str, Any]:
     """A YAML file's top-level mapping (`yaml.safe_load`); errors name the file."""
     path = Path(path)
@@ -546,8 +587,10 @@ def read_yaml_mapping(path: str | Path, kind: str = "config") -> dict[str, Any]:
         raise ConfigError(f"{kind} file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{kind} {path} is not UTF-8 text (byte {err.start})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{kind} {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"{kind} {path} is not valid YAML: {describe_yaml_error(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{kind} {path} must be a mapping at the top level")
     return data
