@@ -116,9 +116,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model_path = args.model_path
     if model_path:
         # Checked (a models:/ URI resolved) before the flow starts a Prefect server.
-        from tasks.registry import resolve_model_source
+        from sparse2dense.preflight import model_source_problem
 
-        model_path = resolve_model_source(model_path, cfg)
+        if model_path.startswith("models:/"):
+            from tasks.registry import resolve_model_source
+
+            model_path = resolve_model_source(model_path, cfg)
+        elif problem := model_source_problem(model_path):
+            raise ConfigError(problem)
     from flows.evaluate import evaluate
 
     summary = evaluate(cfg, role=args.role, model_path=model_path, force_rerun=args.force)

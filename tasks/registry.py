@@ -143,9 +143,10 @@ def register_final_student(
             except MlflowException as err:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-            version = client.create_model_version(
-                name, source=f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id
-            )
+            # The logged model's own location as the source: a `models:/<id>` source would be looked
+            # up through MLflow's process-wide tracking URI rather than this client's.
+            source = client.get_logged_model(model_id).artifact_location
+            version = client.create_model_version(name, source, run_id=run_id, tags=tags, model_id=model_id)
     return {
         "name": name,
         "version": version.version,
