@@ -3,25 +3,49 @@ with evaluations of the raw and final student and of the teacher before and afte
 
 The order is the plan of `sparse2dense.pipeline.plan_stages`; each stage is a cached, retryable
 Prefect task. `force_rerun` names stages (or stage kinds) to recompute regardless of the cache;
-`parent_run_id` nests the run's MLflow parent under another run (the sweep sets it).
+`parent_run_id` nests the run's MLflow parent under another run (the sweep sets it). A completed
+run registers its final student in MLflow's model registry (`tasks/registry.py`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
+from mlflow.exceptions import MlflowException
+from prefect import flow, get_run_logger
 
 from sparse2dense.config import PipelineConfig
 from sparse2dense.pipeline import plan_stages
 from sparse2dense.preflight import check_configured_models
+from tasks.registry import record_registration, register_final_student
 from tasks.run_context import PipelineRun
 
 
 @flow(name="post-train", log_prints=True)
 def post_train(
-    config: PipelineConfig, force_rerun: list[str] | None = None, parent_run_id: str | None = None
+    config: PipelineConfig,
+    force_rerun: list[str] | None = None,
+    parent_run_id: str | None = None,
+    arm: str | None = None,
 ) -> dict[str, Any]:
+    """Post-train the student from the teacher and register it.
+
+    Args:
+        config: The whole pipeline: models, data and one section per stage.
+        force_rerun: Stages (opd, eval/student_final) or stage kinds (eval) to recompute even when cached.
+        parent_run_id: MLflow run to nest this run's parent run under (set by the sweep).
+        arm: The sweep arm this run is, recorded in the registered student's lineage (set by the sweep).
+    """
     if config.warmup.enabled or config.opd.enabled:
         check_configured_models(config.teacher, config.student)
-    return PipelineRun(config, force_rerun, plan_stages(config), parent_run_id).execute()
+    summary = PipelineRun(config, force_rerun, plan_stages(config), parent_run_id).execute()
+    try:
+        registration = register_final_student(config, summary, arm)
+    except (MlflowException, OSError) as err:
+        # The student stays in the store and the summary; only its registry entry is missing.
+        get_run_logger().warning("final student not registered in MLflow: %s", err)
+        registration = {"error": str(err)}
+    record_registration(summary, registration)
+    if registration and "uri" in registration:
+        print(f"final student registered as {registration['uri']}")
+    return summary

@@ -4,6 +4,7 @@ Runs go seed by seed, arm by arm, and share every common stage through the cache
 needs a stage key computes it, the rest get a cache hit), so within a seed the paper's arms train the
 teacher once; an arm at seed N is exactly `s2d run BASE <arm overrides> --set seed=N`. A failed run
 does not stop the others; the sweep fails at the end, after writing its report.
+Each run's final student is registered in MLflow with its arm and seed in its lineage.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ class SweepFailed(RuntimeError):
 def ablation_sweep(
     sweep: SweepSpec, arms: list[str] | None = None, force_rerun: list[str] | None = None
 ) -> dict[str, Any]:
+    """Run every arm (or the named ones) at every seed as a post-train subflow, then the report.
+
+    Args:
+        sweep: The base config and the arms, each a set of overrides or switched-off stages.
+        arms: Run only these arms (none: every arm).
+        force_rerun: Stages or stage kinds to recompute even when cached (once per stage key).
+    """
     runs = arm_runs(sweep, arms)
     plan = sweep_plan(runs)
     get_run_logger().info(
@@ -39,7 +47,7 @@ def ablation_sweep(
     for arm_run in runs:
         arm_flow = post_train.with_options(flow_run_name=f"{sweep.name}-{arm_run.arm}-seed{arm_run.seed}")
         forced = run.forced_stages(arm_run, force_rerun or [])
-        state = arm_flow(arm_run.config, forced, run.parent_run_id, return_state=True)
+        state = arm_flow(arm_run.config, forced, run.parent_run_id, arm=arm_run.arm, return_state=True)
         run.record(arm_run, state)
     report = run.finish()
     if run.errors:

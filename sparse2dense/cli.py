@@ -2,10 +2,10 @@
 
     s2d run [CONFIG] [--set section.field=value ...] [--force STAGE ...]
     s2d sweep SWEEP.yaml [--arm NAME ...] [--seeds 1,2,3] [--set ...] [--force STAGE ...] [--plan]
-    s2d evaluate [CONFIG] [--role student|teacher] [--model-path DIR_OR_HUB_ID]
+    s2d evaluate [CONFIG] [--role student|teacher] [--model-path DIR | HUB_ID | models:/NAME/VERSION]
     s2d up | s2d down                 local Prefect server + MLflow UI on 127.0.0.1
     s2d serve [--config CONFIG] [--sweep SWEEP.yaml] [--schedule-active]
-    s2d validate CONFIG [--set ...]
+    s2d validate CONFIG [--set ...] [--explain]
     s2d grade INPUT.jsonl [--output OUT.jsonl] [--limit-s S] [--workers N]
 
 Flows use the Prefect server named by `PREFECT_API_URL`, else the one `s2d up` started for the
@@ -132,9 +132,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config or _default_config(), args.set)
     prepare_environment(cfg)
+    model_path = args.model_path
+    if model_path:
+        # Checked (a models:/ URI resolved) before the flow starts a Prefect server.
+        from sparse2dense.preflight import model_source_problem
+
+        if model_path.startswith("models:/"):
+            from tasks.registry import resolve_model_source
+
+            model_path = resolve_model_source(model_path, cfg)
+        elif problem := model_source_problem(model_path):
+            raise ConfigError(problem)
     from flows.evaluate import evaluate
 
-    summary = evaluate(cfg, role=args.role, model_path=args.model_path, force_rerun=args.force)
+    summary = evaluate(cfg, role=args.role, model_path=model_path, force_rerun=args.force)
     print_summary(summary)
     return 0
 
@@ -180,6 +191,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     keys = plan_keys(cfg)
     print(f"config {args.config}: valid ({cfg.name})")
+    if args.explain:
+        from sparse2dense.explain import explain, render
+
+        print(render(explain(cfg)) + "\n\nplanned stages and their cache keys:")
     for planned in plan_stages(cfg):
         needs = ", ".join(f"{r}<-{n}" for r, n in planned.upstream.items())
         print(f"  {planned.name:<22}{keys[planned.name]}  {needs}")
@@ -190,8 +205,17 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from sparse2dense import grader_pool
     from sparse2dense.grade_file import default_output, grade_file
 
+    if not args.input.is_file():
+        raise ConfigError(f"input file not found: {args.input}")
     grader_pool.configure(workers=args.workers, limit_s=args.limit_s)
-    grade_file(args.input, args.output or default_output(args.input), echo=sys.stdout)
+    report = grade_file(args.input, args.output or default_output(args.input), echo=sys.stdout)
+    if report.malformed:
+        print(
+            f"error: {len(report.malformed)} malformed line(s) in {args.input}, not graded:", file=sys.stderr
+        )
+        for problem in report.malformed:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -206,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="validate a config and print the planned stages and keys")
     val.add_argument("config")
     val.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    val.add_argument(
+        "--explain",
+        action="store_true",
+        help="print every field's value, whether it is part of the cache key, and its description",
+    )
     val.set_defaults(func=cmd_validate)
     grade = sub.add_parser("grade", help="grade a jsonl of {gold, pred} records; print totals per verdict")
     grade.add_argument("input", type=Path)
@@ -231,7 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="evaluate one model on the configured eval sets")
     ev.add_argument("config", nargs="?", help=f"YAML config (default {DEFAULT_CONFIG})")
     ev.add_argument("--role", choices=["student", "teacher"], default="student")
-    ev.add_argument("--model-path", help="a model directory or hub id replacing the role's model")
+    ev.add_argument(
+        "--model-path",
+        help="a model directory, hub id or registered student (models:/NAME/VERSION) replacing the role's model",
+    )
     ev.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     ev.add_argument("--force", action="append", default=[], metavar="STAGE")
     ev.set_defaults(func=cmd_evaluate)

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 NON_SEMANTIC = {"semantic": False}
 
@@ -23,7 +31,10 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """Every field's docstring is its description: the help text of the Prefect form and of
+    `s2d validate --explain`, and the `description` of the JSON schema."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 Positive = Annotated[int, Field(gt=0)]
@@ -35,11 +46,17 @@ class ToyArchitecture(Section):
     """A Qwen3-architecture model built from scratch; used by the embedded toy world."""
 
     hidden_size: Positive = 64
+    """Width of the hidden states (units); a multiple of num_attention_heads."""
     num_hidden_layers: Positive = 2
+    """Decoder layers (count)."""
     num_attention_heads: Positive = 4
+    """Query attention heads (count); a multiple of num_key_value_heads."""
     num_key_value_heads: Positive = 2
+    """Key/value heads of grouped-query attention (count)."""
     intermediate_size: Positive = 128
+    """Width of each MLP's hidden layer (units)."""
     max_position_embeddings: Positive = 256
+    """Longest sequence the model accepts (tokens)."""
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ToyArchitecture:
@@ -54,10 +71,15 @@ class ModelSpec(Section):
     """Where a model comes from: a hub id or local path, or a toy architecture created from config."""
 
     name_or_path: str | None = None
+    """Hub id (org/name) or local model directory; set this or `toy`."""
     toy: ToyArchitecture | None = None
+    """Architecture of a tiny model created from scratch (toy world); set this or `name_or_path`."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weight dtype when loading: auto keeps the checkpoint's on GPU and uses float32 on CPU."""
     trust_remote_code: bool = False
+    """Run model code shipped with a hub checkpoint (off: built-in architectures only)."""
     revision: str | None = None
+    """Hub branch, tag or commit of `name_or_path` (none: the default branch)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -75,13 +97,21 @@ class ToyTask(Section):
     """
 
     min_terms: Annotated[int, Field(ge=2, le=8)] = 2
+    """Fewest operands per sum (2-8): the easiest problems."""
     max_terms: Annotated[int, Field(ge=2, le=8)] = 4
+    """Most operands per sum (2-8): the hardest problems; each term is one more worked step."""
     max_operand: Annotated[int, Field(ge=1, le=999)] = 30
+    """Largest operand (1-999); operands are drawn from [0, max_operand]."""
     num_base: Positive = 4000
+    """Worked solutions in the base pre-training set (count)."""
     num_labeled: Positive = 512
+    """Labeled problems: the pool split into the stage-1 and held-out stage-4 sets (count)."""
     num_unlabeled: Positive = 512
+    """Unlabeled prompts for teacher rollouts and OPD (count)."""
     num_test: Positive = 128
+    """Problems in the toy_test eval set (count)."""
     base_noise: Probability = 0.0
+    """Fraction of pre-training solutions that stop one step early, boxing the partial sum before the last term (0-1)."""
 
     @model_validator(mode="after")
     def _terms_ordered(self) -> ToyTask:
@@ -94,17 +124,40 @@ class DataSection(Section):
     """Data preparation: the labeled pool, its split into stage-1 / held-out stage-4 sets, the unlabeled pool."""
 
     kind: Literal["toy", "math"] = "toy"
+    """toy: the generated arithmetic world; math: benchmark files and datasets."""
     toy: ToyTask = ToyTask()
+    """Sizes of the toy world (kind toy only)."""
     labeled_sources: list[str] = ["dapo_math_17k"]
+    """Labeled datasets (kind math): known names, .jsonl/.json/.parquet paths or hub ids."""
     unlabeled_sources: list[str] = ["math_train"]
+    """Datasets whose problems, answers stripped, feed rollouts and OPD (kind math)."""
     eval_sets: list[str] = ["toy_test"]
+    """Benchmarks every eval stage scores: toy_test (kind toy); known names, paths or hub ids (math)."""
     data_dir: str | None = None
+    """Directory holding the known benchmarks' files (needed for known names with kind math)."""
     heldout_fraction: Probability = 0.2
+    """Fraction of the labeled pool held out for stage-4 student RL (0-1)."""
     decontamination_ngram: Annotated[int, Field(ge=5, le=50)] = 13
+    """Word n-gram length of the overlap check against eval problems (5-50)."""
     prompt_template: str = (
         "{problem}\n\nLet's think step by step and output the final answer within \\boxed{}."
     )
+    """Prompt text around each problem; must contain {problem}."""
     chat_template_kwargs: dict[str, bool | int | str] = {}
+    """Extra arguments to the tokenizer's chat template (e.g. enable_thinking: false)."""
+
+    @field_validator("labeled_sources", "unlabeled_sources", "eval_sets")
+    @classmethod
+    def _datasets_exist(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        """Each name must be one a loader reads (the toy world reads no sources, only its own eval set)."""
+        from sparse2dense.data import dataset_problem, known_datasets
+
+        kind = info.data.get("kind", "toy")
+        if kind == "toy" and info.field_name != "eval_sets":
+            return names
+        if problems := [p for name in names if (p := dataset_problem(name, kind))]:
+            raise ValueError(f"{'; '.join(problems)} ({known_datasets(kind)})")
+        return names
 
     @model_validator(mode="after")
     def _template_has_problem(self) -> DataSection:
@@ -124,9 +177,13 @@ class MemoryPlan(Section):
     """
 
     per_device_train_batch_size: Positive | None = None
+    """Examples per device per micro-step (none: derived from the global batch)."""
     gradient_accumulation_steps: Positive | None = None
+    """Micro-steps per optimizer step (none: derived from the global batch)."""
     gradient_checkpointing: bool | None = None
+    """Recompute activations in the backward pass to save memory (none: on a capable GPU)."""
     bf16: bool | None = None
+    """bfloat16 mixed precision (none: on a GPU that supports it, float32 on CPU)."""
 
 
 def _memory() -> Any:
@@ -141,11 +198,17 @@ class BaseSection(Section):
     """Toy pre-training (SFT on worked solutions) that gives both models a non-zero start."""
 
     teacher_steps: Positive = 400
+    """Optimizer steps of the toy teacher's pre-training."""
     student_steps: Positive = 150
+    """Optimizer steps of the toy student's pre-training."""
     learning_rate: LearningRate = 3e-3
+    """Peak learning rate (0-1)."""
     batch_size: Positive = 32
+    """Worked solutions per optimizer step, over all processes."""
     memory: MemoryPlan = _memory()
+    """How a step is split over devices and micro-steps (not in the cache key)."""
     logging_steps: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 10
+    """Optimizer steps between logged losses (not in the cache key)."""
 
 
 class GRPOSection(Section):
@@ -157,16 +220,27 @@ class GRPOSection(Section):
     """
 
     enabled: bool = True
+    """Run this stage (teacher_rl: on by default; student_rl: off)."""
     steps: Positive = 40
+    """Optimizer steps."""
     learning_rate: LearningRate = 1e-6
+    """Peak learning rate (0-1; the paper uses 1e-6)."""
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.1
+    """AdamW weight decay (>= 0)."""
     max_grad_norm: Annotated[float, Field(gt=0.0)] = 1.0
+    """Gradient clipping norm (> 0)."""
     prompts_per_step: Positive = 512
+    """Prompts per optimizer step over all processes, each sampled num_generations times."""
     num_generations: Annotated[int, Field(ge=2)] = 8
+    """Completions per prompt: the group whose rewards are normalized (>= 2)."""
     epsilon_low: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    """Lower clip of the importance ratio, 1 - epsilon_low (0-1)."""
     epsilon_high: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.28
+    """Upper clip of the importance ratio, 1 + epsilon_high (0-1; DAPO's clip-higher 0.28)."""
     loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = "dapo"
+    """Loss normalization, as TRL's GRPOConfig.loss_type."""
     kl_beta: Annotated[float, Field(ge=0.0)] = 0.0
+    """Weight of the KL penalty to the initial policy (>= 0; 0: none, no reference model)."""
     steps_per_generation: Positive = Field(
         1,
         description="optimizer steps on each generation batch of prompts_per_step x steps_per_generation "
@@ -176,26 +250,47 @@ class GRPOSection(Section):
         1, description="passes over each generation batch (GRPO's mu, verl's ppo_epochs); 1 or more"
     )
     temperature: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0
+    """Sampling temperature of the rollouts (0-2]."""
     max_completion_length: Positive = 8192
+    """Longest sampled completion (tokens)."""
     labels: Literal["stage1", "heldout", "replay"] = "stage1"
+    """Labels the reward reads: stage1 set, heldout stage-4 set, or replay of the stage-1 labels."""
     use_vllm: bool = False
+    """Sample rollouts with vLLM (GPU) instead of transformers generate."""
     vllm_importance_sampling_correction: bool = Field(
         False,
         description="TRL's truncated importance sampling for vLLM-vs-trainer logprob mismatch (only with "
         "use_vllm; off in the authors' verl code)",
     )
     vllm_mode: VLLMMode = Field("colocate", json_schema_extra=NON_SEMANTIC)
+    """colocate: vLLM inside the training processes; server: a `trl vllm-serve` (not in the key)."""
     vllm_gpu_memory_utilization: GPUFraction = 0.3
+    """Fraction of GPU memory vLLM may take in colocate mode (0-1; not in the key)."""
     vllm_tensor_parallel_size: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 1
+    """GPUs one vLLM engine spans (not in the cache key)."""
     vllm_server_base_url: str | None = Field(None, json_schema_extra=NON_SEMANTIC)
+    """URL of the vLLM server in server mode (none: TRL's default; not in the key)."""
     memory: MemoryPlan = _memory()
+    """How a step is split over devices and micro-steps (not in the cache key)."""
     checkpoint_every: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 50
+    """Optimizer steps between resumable checkpoints (not in the cache key)."""
     logging_steps: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 1
+    """Optimizer steps between logged metrics (not in the cache key)."""
     recipe: Literal["own", "teacher_rl"] = Field(
         "own",
         description="student_rl only: 'teacher_rl' takes teacher_rl's GRPO_RECIPE fields at validation",
         json_schema_extra=NON_SEMANTIC,
     )
+
+    @model_validator(mode="after")
+    def _whole_generation_batches(self) -> GRPOSection:
+        per_batch = self.steps_per_generation * self.num_iterations
+        if self.steps % per_batch:
+            raise ValueError(
+                f"steps ({self.steps}) must be a multiple of steps_per_generation x num_iterations "
+                f"({per_batch}), so every generation batch is used in full"
+            )
+        return self
 
 
 # What "the same GRPO recipe" means: every field that shapes the updates and the labels they read.
@@ -237,30 +332,30 @@ def take_teacher_recipe(data: Any) -> Any:
         return data  # validation proper reports teacher_rl's own errors, with their paths
     return {**data, "student_rl": {**student, **teacher.model_dump(include=set(GRPO_RECIPE))}}
 
-    @model_validator(mode="after")
-    def _whole_generation_batches(self) -> GRPOSection:
-        per_batch = self.steps_per_generation * self.num_iterations
-        if self.steps % per_batch:
-            raise ValueError(
-                f"steps ({self.steps}) must be a multiple of steps_per_generation x num_iterations "
-                f"({per_batch}), so every generation batch is used in full"
-            )
-        return self
-
 
 class RolloutSection(Section):
     """Teacher rollouts on unlabeled prompts: the warmup's training data."""
 
     samples_per_prompt: Positive = 1
+    """Teacher completions per unlabeled prompt."""
     temperature: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0
+    """Sampling temperature (0-2]."""
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    """Nucleus sampling: smallest token set with this probability mass (0-1]; 1 = off."""
     top_k: Annotated[int, Field(ge=0)] = 0
+    """Sample among the k most likely tokens (0 = off)."""
     max_new_tokens: Positive = 8192
+    """Longest completion (tokens)."""
     heldout_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    """Fraction of prompts whose rollouts are held out to measure forward KL (0-1)."""
     backend: Literal["auto", "transformers", "vllm"] = "auto"
+    """Generation engine: auto (vLLM when installed and on GPU, else transformers), transformers, vllm."""
     vllm_gpu_memory_utilization: GPUFraction = 0.9
+    """Fraction of GPU memory vLLM may take (0-1; not in the cache key)."""
     vllm_tensor_parallel_size: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 1
+    """GPUs one vLLM engine spans (not in the cache key)."""
     batch_size: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 64
+    """Prompts per generation shard, the unit of resumption (not in the cache key)."""
 
 
 class WarmupSection(Section):
@@ -270,14 +365,23 @@ class WarmupSection(Section):
     """
 
     enabled: bool = True
+    """Run the warmup (off: OPD starts from the base student)."""
     objective: Literal["forward_kl", "sft"] = "forward_kl"
+    """forward_kl: match the teacher's token distributions (GKD); sft: fit the teacher's sampled tokens."""
     epochs: Annotated[float, Field(gt=0.0)] = 1.0
+    """Passes over the teacher rollouts (> 0, fractions allowed)."""
     learning_rate: LearningRate = 1e-5
+    """Peak learning rate (0-1)."""
     batch_size: Positive = 64
+    """Sequences per optimizer step, over all processes."""
     max_length: Positive = 16384
+    """Longest prompt + completion sequence (tokens); longer ones are truncated."""
     memory: MemoryPlan = _memory()
+    """How a step is split over devices and micro-steps (not in the cache key)."""
     checkpoint_every: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 100
+    """Optimizer steps between resumable checkpoints (not in the cache key)."""
     logging_steps: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 5
+    """Optimizer steps between logged losses (not in the cache key)."""
 
 
 class OPDSection(Section):
@@ -287,39 +391,65 @@ class OPDSection(Section):
     """
 
     enabled: bool = True
+    """Run on-policy distillation (off: the warmup's student is final)."""
     steps: Positive = 100
+    """Optimizer steps."""
     learning_rate: LearningRate = 1e-6
+    """Peak learning rate (0-1)."""
     weight_decay: Annotated[float, Field(ge=0.0)] = Field(
         0.0, description="AdamW weight decay, >= 0 (the authors' code: 0.1)"
     )
     prompts_per_step: Positive = 64
+    """Prompts per optimizer step over all processes, one student sample each."""
     temperature: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0
+    """Sampling temperature of the student's samples (0-2]."""
     max_completion_length: Positive = 8192
+    """Longest student sample (tokens)."""
     beta: Probability = 1.0
+    """Generalized JSD mix: 1 = reverse KL(student || teacher), 0 = forward KL (0-1)."""
     diagnostic_prompts: Positive = 64
+    """Prompts on which reverse KL and implicit reward are measured before and after (count)."""
     use_vllm: bool = False
+    """Sample with vLLM (GPU) instead of transformers generate."""
     vllm_mode: VLLMMode = Field("colocate", json_schema_extra=NON_SEMANTIC)
+    """colocate: vLLM inside the training processes; server: a `trl vllm-serve` (not in the key)."""
     vllm_gpu_memory_utilization: GPUFraction = 0.3
+    """Fraction of GPU memory vLLM may take in colocate mode (0-1; not in the key)."""
     vllm_tensor_parallel_size: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 1
+    """GPUs one vLLM engine spans (not in the cache key)."""
     vllm_server_base_url: str | None = Field(None, json_schema_extra=NON_SEMANTIC)
+    """URL of the vLLM server in server mode (none: TRL's default; not in the key)."""
     memory: MemoryPlan = _memory()
+    """How a step is split over devices and micro-steps (not in the cache key)."""
     checkpoint_every: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 50
+    """Optimizer steps between resumable checkpoints (not in the cache key)."""
     logging_steps: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 1
+    """Optimizer steps between logged metrics (not in the cache key)."""
 
 
 class EvalSection(Section):
     """Evaluation: k samples per problem, avg@k / pass@k / maj@k with per-sample records."""
 
     samples_per_problem: Positive = 16
+    """k: samples per problem behind avg@k, pass@k and maj@k."""
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.7
+    """Sampling temperature [0-2]; 0 = greedy."""
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
+    """Nucleus sampling: smallest token set with this probability mass (0-1]; 1 = off."""
     top_k: Annotated[int, Field(ge=0)] = 20
+    """Sample among the k most likely tokens (0 = off)."""
     max_new_tokens: Positive = 16384
+    """Longest completion (tokens)."""
     max_problems: Positive | None = None
+    """Score only the first N problems of each eval set (none: all)."""
     backend: Literal["auto", "transformers", "vllm"] = "auto"
+    """Generation engine: auto (vLLM when installed and on GPU, else transformers), transformers, vllm."""
     vllm_gpu_memory_utilization: GPUFraction = 0.9
+    """Fraction of GPU memory vLLM may take (0-1; not in the cache key)."""
     vllm_tensor_parallel_size: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 1
+    """GPUs one vLLM engine spans (not in the cache key)."""
     batch_size: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 64
+    """Problems per generation shard, the unit of resumption (not in the cache key)."""
 
 
 class LauncherSection(Section):
@@ -334,12 +464,19 @@ class LauncherSection(Section):
     """
 
     kind: Literal["local", "accelerate"] = "local"
+    """local: one process; accelerate: `accelerate launch` as config_file says."""
     num_processes: Positive = 1
+    """Training processes over all machines, e.g. one per GPU (kind accelerate)."""
     num_machines: Positive = 1
+    """Machines taking part; the flow runs once on each (count)."""
     machine_rank: Annotated[int, Field(ge=0)] = 0
+    """This machine's index, 0 to num_machines - 1 (0: the main one)."""
     main_process_ip: str | None = None
+    """Address of machine_rank 0 (needed with several machines)."""
     main_process_port: Annotated[int, Field(gt=0, lt=65536)] | None = None
+    """Port of the main process (1-65535; none: accelerate's default)."""
     config_file: str | None = None
+    """accelerate config file: DDP, FSDP or DeepSpeed (ready ones in infra/accelerate/)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> LauncherSection:
@@ -358,28 +495,46 @@ class TrackingSection(Section):
     """Where results go. `None` means the embedded default under the runs directory."""
 
     experiment: str | None = Field(None, json_schema_extra=NON_SEMANTIC)
+    """MLflow experiment (none: the config's name)."""
     tracking_uri: str | None = Field(None, json_schema_extra=NON_SEMANTIC)
+    """MLflow tracking URI (none: sqlite:///<runs_dir>/mlflow.db)."""
 
 
 class PipelineConfig(Section):
     """The whole run: models, data and one section per stage."""
 
     name: str = Field("sparse2dense", json_schema_extra=NON_SEMANTIC)
+    """Name of the run: its MLflow experiment and the registered student's model name (NAME-student)."""
     seed: int = 42
+    """Seed of data splits, sampling and training; part of every stage key."""
     store_dir: str = Field("runs/store", json_schema_extra=NON_SEMANTIC)
+    """Directory of the keyed stage outputs: models, rollouts, evaluations."""
     runs_dir: str = Field("runs", json_schema_extra=NON_SEMANTIC)
+    """Directory of run summaries, sweep reports, the Prefect database and the MLflow store."""
     teacher: ModelSpec
+    """The teacher: the larger model, trained with the labels."""
     student: ModelSpec
+    """The student: the deployment model, trained densely from the teacher."""
     data: DataSection = DataSection()
+    """Data preparation: labeled, unlabeled and eval sets."""
     base: BaseSection = BaseSection()
+    """Toy pre-training of both models (toy world only)."""
     teacher_rl: GRPOSection = GRPOSection()
+    """Stage 1: GRPO on the teacher with the stage-1 labels."""
     teacher_rollouts: RolloutSection = RolloutSection()
+    """Teacher samples on unlabeled prompts: the warmup's data."""
     warmup: WarmupSection = WarmupSection()
+    """Stage 2: forward-KL (or SFT) warmup of the student on teacher rollouts."""
     opd: OPDSection = OPDSection()
+    """Stage 3: on-policy distillation, reverse KL on student samples."""
     student_rl: GRPOSection = GRPOSection(enabled=False, labels="heldout")
+    """Stage 4 (optional, off by default): GRPO on the student with the held-out labels."""
     eval: EvalSection = EvalSection()
+    """Evaluation of the raw and final student and of the teacher before and after RL."""
     tracking: TrackingSection = TrackingSection()
+    """Where MLflow results go."""
     launcher: LauncherSection = Field(LauncherSection(), json_schema_extra=NON_SEMANTIC)
+    """How training stages are started: one process or accelerate launch (not in the cache key)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -459,7 +614,7 @@ def format_errors(err: ValidationError, source: str, kind: str = "config") -> st
     lines = [f"invalid {kind} {source}:"]
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "<root>"
-        lines.append(f"  {path}: {e['msg']}")
+        lines.append(f"  {path}: {e['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 
@@ -471,7 +626,12 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     path = [p for p in dotted.strip().split(".") if p]
     if not path:
         raise ConfigError(f"override {item!r} names no field")
-    return path, yaml.safe_load(raw)
+    try:
+        return path, yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"override {item!r}: the value is not valid YAML: {describe_yaml_error(err)}"
+        ) from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -498,6 +658,21 @@ def validate_config(data: dict[str, Any], source: str = "<dict>") -> PipelineCon
         raise ConfigError(format_errors(err, source)) from None
 
 
+def describe_yaml_error(err: yaml.YAMLError) -> str:
+    """A YAML error as `line L, column C: problem (context)` plus the offending line, without the
+    parser's `in "<unicode string>"` (the caller names the file)."""
+    if not isinstance(err, yaml.MarkedYAMLError) or err.problem_mark is None:
+        return str(err)
+    mark = err.problem_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {err.problem}"
+    if err.context:
+        where = err.context_mark
+        at = f" started at line {where.line + 1}, column {where.column + 1}" if where else ""
+        text += f" ({err.context}{at})"
+    snippet = mark.get_snippet(indent=4)
+    return f"{text}\n{snippet}" if snippet and snippet.strip() else text
+
+
 def read_yaml_mapping(path: str | Path, kind: str = "config") -> dict[str, Any]:
     """A YAML file's top-level mapping (`yaml.safe_load`); errors name the file."""
     path = Path(path)
@@ -505,8 +680,10 @@ def read_yaml_mapping(path: str | Path, kind: str = "config") -> dict[str, Any]:
         raise ConfigError(f"{kind} file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{kind} {path} is not UTF-8 text (byte {err.start})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{kind} {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"{kind} {path} is not valid YAML: {describe_yaml_error(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{kind} {path} must be a mapping at the top level")
     return data

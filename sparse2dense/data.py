@@ -2,7 +2,8 @@
 
 Loaders read the benchmark files (MATH-500, AIME 2024/2025, MATH train, DAPO-Math-17k, GSM8K) from
 a local directory, or any jsonl/json/parquet path or hub dataset id through `datasets`. The split
-into the stage-1 labeled set and the held-out stage-4 set is seeded and disjoint.
+into the stage-1 labeled set and the held-out stage-4 set is seeded and disjoint. `dataset_problem`
+checks a name at config validation, so a typo is caught before any stage runs.
 """
 
 from __future__ import annotations
@@ -82,16 +83,46 @@ BENCHMARKS: dict[str, tuple[str, Callable[[dict, str, int], Record]]] = {
 }
 
 
+# The eval set the toy world generates (data.kind = toy has no other).
+TOY_EVAL_SETS = ("toy_test",)
+FILE_KINDS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def dataset_problem(name: str, kind: str = "math") -> str | None:
+    """Why no loader reads `name`, or None. Kind math: a known benchmark, an existing
+    .jsonl/.json/.parquet file or a hub id (org/name); kind toy: an eval set the toy world generates."""
+    if kind == "toy":
+        return None if name in TOY_EVAL_SETS else f"{name!r} is not a toy eval set"
+    if name in BENCHMARKS:
+        return None
+    path = Path(name).expanduser()
+    if path.exists():
+        return None if path.suffix in FILE_KINDS else f"{name!r} is not a .jsonl, .json or .parquet file"
+    if HUB_ID.fullmatch(name) and path.suffix not in FILE_KINDS:
+        return None
+    if path.suffix in FILE_KINDS or len(path.parts) > 1:
+        return f"{name!r}: no such file"
+    return f"{name!r} is not a known dataset"
+
+
+def known_datasets(kind: str) -> str:
+    """What `dataset_problem` accepts, for an error message."""
+    if kind == "toy":
+        return f"kind toy generates {list(TOY_EVAL_SETS)}"
+    return f"known: {', '.join(BENCHMARKS)}; or a .jsonl/.json/.parquet path, or a hub id (org/name)"
+
+
 def _read_rows(location: str) -> list[dict]:
     import datasets
 
-    path = Path(location)
+    path = Path(location).expanduser()
     if path.exists():
-        kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(path.suffix)
+        kind = FILE_KINDS.get(path.suffix)
         if kind is None:
             raise ValueError(f"unsupported data file type: {path}")
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
-    elif re.fullmatch(r"[\w.-]+/[\w.-]+", location):
+    elif HUB_ID.fullmatch(location):
         ds = datasets.load_dataset(location, split="train")
     else:
         raise FileNotFoundError(f"data file not found: {path}")

@@ -3,11 +3,14 @@
 Token-level distillation compares distributions over one vocabulary, position by position; a pair
 that differs in vocabulary, special-token ids or chat template silently trains on garbage. This
 compares what matters (vocabulary sizes, the token -> id map, EOS and pad ids, the chat template and
-the ids of a probe string) and names every difference with both sides' values.
+the ids of a probe string) and names every difference with both sides' values. A model named by
+path is checked to exist before anything starts (`model_source_problem`).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 
@@ -91,3 +94,32 @@ def check_configured_models(teacher_spec: Any, student_spec: Any) -> None:
         )
 
     check_tokenizers(load(teacher_spec), load(student_spec))
+
+
+def model_source_problem(name_or_path: str) -> str | None:
+    """Why `name_or_path` names no model this machine can load, or None: an existing directory
+    needs a config.json; a path that does not exist is named as such (before any server starts);
+    a hub id is checked against the local cache only when HF_HUB_OFFLINE is set."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            return f"model path {name_or_path} is a file, not a model directory"
+        if not (path / "config.json").is_file():
+            return f"model directory {name_or_path} has no config.json (not a saved transformers model)"
+        return None
+    if name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1:
+        return f"model path not found: {name_or_path}"
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.errors import HFValidationError
+
+        try:
+            cached = try_to_load_from_cache(name_or_path, "config.json")
+        except HFValidationError:
+            return f"model {name_or_path!r}: not a local directory and not a valid hub id"
+        if not isinstance(cached, str):
+            return (
+                f"model {name_or_path!r}: not a local directory, and not in the local hub cache "
+                "(HF_HUB_OFFLINE is set, so it cannot be downloaded)"
+            )
+    return None

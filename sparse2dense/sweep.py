@@ -39,9 +39,11 @@ class Arm(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    description: str = ""
-    set: dict[str, Any] = Field(default_factory=dict, description="section.field -> value")
-    disable: list[OptionalStage] = Field(default_factory=list, description="stages switched off")
+    description: str = Field("", description="What the arm changes and why, in one line.")
+    set: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of the base config: section.field -> value."
+    )
+    disable: list[OptionalStage] = Field(default_factory=list, description="Stages switched off in this arm.")
 
     @model_validator(mode="after")
     def _leaves_seed_and_recipe_alone(self) -> Arm:
@@ -70,15 +72,17 @@ class SweepSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str
-    base: PipelineConfig
-    arms: dict[str, Arm]
-    reference: str | None = Field(None, description="arm that deltas are taken against (default: first)")
+    name: str = Field(description="Sweep name: its MLflow experiment and report directory runs/sweeps/NAME/.")
+    base: PipelineConfig = Field(description="The config every arm starts from.")
+    arms: dict[str, Arm] = Field(
+        description="Arm name -> overrides and switched-off stages; run in this order."
+    )
+    reference: str | None = Field(None, description="Arm that deltas are taken against (none: the first).")
     seeds: list[int] = Field(
-        default_factory=list, description="seeds every arm runs with (distinct); empty: the base's seed"
+        default_factory=list, description="Seeds every arm runs with (distinct); empty: the base's seed."
     )
     comparisons: list[Comparison] = Field(
-        default_factory=list, description="paired deltas a - b reported besides each arm vs the reference"
+        default_factory=list, description="Paired deltas a - b reported besides each arm vs the reference."
     )
 
     @model_validator(mode="after")
@@ -195,13 +199,21 @@ class SweepFile(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str
-    base: str
-    set: dict[str, Any] = Field(default_factory=dict)
-    reference: str | None = None
-    seeds: list[int] = Field(default_factory=list)
-    comparisons: list[Comparison] = Field(default_factory=list)
-    arms: dict[str, Arm]
+    name: str = Field(description="Sweep name: its MLflow experiment and report directory runs/sweeps/NAME/.")
+    base: str = Field(description="Path of the base preset, relative to the sweep file.")
+    set: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides shared by every arm: section.field -> value."
+    )
+    reference: str | None = Field(None, description="Arm that deltas are taken against (none: the first).")
+    seeds: list[int] = Field(
+        default_factory=list, description="Seeds every arm runs with; empty: the base's seed."
+    )
+    comparisons: list[Comparison] = Field(
+        default_factory=list, description="Paired deltas a - b reported besides each arm vs the reference."
+    )
+    arms: dict[str, Arm] = Field(
+        description="Arm name -> overrides and switched-off stages; run in this order."
+    )
 
 
 def load_sweep(

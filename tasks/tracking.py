@@ -12,6 +12,8 @@ import json
 import random
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +25,30 @@ from sqlalchemy.exc import SQLAlchemyError
 SECRET_RE = re.compile(r"(token|secret|password|api_key|credential)", re.I)
 
 
-def connect(uri: str) -> MlflowClient:
-    """A client whose store is ready. The first use of a SQLite store creates and migrates its schema;
-    two processes doing that at once break each other's migrations, so they take turns under a
-    file lock beside the database."""
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Take turns with other processes on a SQLite store (a file lock beside the database); a
+    server store serializes for itself, so nothing is locked."""
     if not uri.startswith("sqlite:///"):
-        return MlflowClient(uri)
+        yield
+        return
     lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            client = MlflowClient(uri)
-            client.search_experiments(max_results=1)
+            yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def connect(uri: str) -> MlflowClient:
+    """A client whose store is ready. The first use of a SQLite store creates and migrates its schema;
+    two processes doing that at once break each other's migrations, so they take turns."""
+    with store_lock(uri):
+        client = MlflowClient(uri)
+        if uri.startswith("sqlite:///"):
+            client.search_experiments(max_results=1)
     return client
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a session-scoped Prefect test server and a tiny toy config."""
+"""Shared fixtures: a session-scoped Prefect test server, a tiny toy config and one run of it."""
 
 import os
 from pathlib import Path
@@ -48,3 +48,19 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def micro_workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("pipeline")
+
+
+@pytest.fixture(scope="session")
+def micro_run(prefect_server, micro_workdir):
+    """One post-train run of the micro world, shared by the modules that inspect a finished run
+    (test_flow.py, test_registry.py)."""
+    from flows.post_train import post_train
+    from sparse2dense.config import load_config
+
+    paths = [f"store_dir={micro_workdir / 'store'}", f"runs_dir={micro_workdir / 'runs'}"]
+    return post_train(load_config(TOY, [*MICRO, *paths]))

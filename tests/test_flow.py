@@ -16,8 +16,8 @@ from tests.conftest import MICRO, TOY
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("pipeline")
+def workdir(micro_workdir):
+    return micro_workdir
 
 
 def _config(workdir: Path, extra: list[str] | None = None):
@@ -36,8 +36,8 @@ def _log_sizes(workdir: Path) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def first(prefect_server, workdir):
-    return _run(workdir)
+def first(micro_run):
+    return micro_run
 
 
 def test_first_run_computes_every_stage_and_writes_summary(first):

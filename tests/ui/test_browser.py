@@ -1,6 +1,6 @@
 """The UI path end to end in headless Chromium: `s2d up`, `s2d serve`, a toy post-train run started
-from the deployment's form in the Prefect UI, its flow run page and its MLflow run page; the sweep's
-nightly schedule (paused) and its parameter form.
+from the deployment's form in the Prefect UI (which shows each field's description), its flow run
+page and its MLflow run page; the sweep's nightly schedule (paused) and its parameter form.
 
 Needs Debian's Chromium at /usr/bin/chromium and the `playwright` package (its Python driver only;
 no browser is downloaded). Run with `make test-ui` or `pytest -m ui`. Screenshots go to
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparse2dense.config import load_config
+from sparse2dense.config import BaseSection, load_config
 from sparse2dense.pipeline import plan_stages
 from tests.conftest import MICRO, ROOT, TOY
 
@@ -188,6 +188,13 @@ def _mlflow_parent_run(tracking_uri: str, flow_run_id: str):
     return parents[0]
 
 
+def _assert_student_registered(tracking_uri: str, flow_run_id: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    versions = MlflowClient(tracking_uri).search_model_versions("name = 'toy-student'")
+    assert [v.tags["prefect.flow_run_id"] for v in versions] == [flow_run_id]
+
+
 def _submit(page, attempts: int = 2):
     """Click the form's Submit; the response that created the flow run. Once, on a loaded machine, a
     request of the form failed (the UI's "Something went wrong" toast, shown for a 5xx answer or a
@@ -207,8 +214,9 @@ def _submit(page, attempts: int = 2):
     raise AssertionError(f"the run form did not create a flow run in {attempts} attempts (see stdout)")
 
 
-def _start_post_train_from_form(page, stack: dict, run_name: str) -> str:
-    """Deployments page -> post-train -> Run -> Custom run -> submit; returns the flow run id."""
+def _start_post_train_from_form(page, stack: dict, run_name: str, screenshots: Path) -> tuple[str, Path]:
+    """Deployments page -> post-train -> Run -> Custom run -> submit; the flow run id, and a
+    screenshot of the form showing a field's description."""
     page.goto(f"{stack['prefect_ui']}/deployments", wait_until="networkidle")
     page.get_by_role("link", name="post-train", exact=True).first.click()
     page.wait_for_url(re.compile(r"/deployments/deployment/[0-9a-f-]+"))
@@ -224,6 +232,11 @@ def _start_post_train_from_form(page, stack: dict, run_name: str) -> str:
     ):
         page.get_by_text(label, exact=True).first.wait_for()
     assert _form_field(page, "Store Dir (Optional)").input_value() == stack["store_dir"]
+    # Each field's description (the schema's help text) is shown with it.
+    description = page.get_by_text(BaseSection.model_fields["teacher_steps"].description, exact=True).first
+    description.wait_for()
+    description.scroll_into_view_if_needed()
+    shot = _screenshot(page, screenshots / "post-train-form.png")
     # The prefilled values stay; only the flow run's name (not part of the config) is set.
     _form_field(page, "Run Name").fill(run_name)
     created = _submit(page)
@@ -231,7 +244,7 @@ def _start_post_train_from_form(page, stack: dict, run_name: str) -> str:
     flow_run_id = created.json()["id"]
     page.goto(f"{stack['prefect_ui']}/runs/flow-run/{flow_run_id}", wait_until="networkidle")
     page.get_by_text(run_name, exact=True).first.wait_for()
-    return flow_run_id
+    return flow_run_id, shot
 
 
 def _check_sweep_deployment(page, stack: dict, screenshots: Path) -> list[Path]:
@@ -281,7 +294,8 @@ def test_post_train_from_the_prefect_ui(stack, screenshots):
         context.on("weberror", lambda e: print("page error:", e.error))
         try:
             page = context.new_page()
-            flow_run_id = _start_post_train_from_form(page, stack, run_name)
+            flow_run_id, form_shot = _start_post_train_from_form(page, stack, run_name, screenshots)
+            shots.append(form_shot)
 
             # While the toy run trains: the sweep deployment's schedule and form.
             shots += _check_sweep_deployment(context.new_page(), stack, screenshots)
@@ -297,6 +311,7 @@ def test_post_train_from_the_prefect_ui(stack, screenshots):
 
             parent = _mlflow_parent_run(stack["tracking_uri"], flow_run_id)
             assert parent.info.status == "FINISHED"
+            _assert_student_registered(stack["tracking_uri"], flow_run_id)
             url = f"{stack['mlflow_ui']}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
             page.goto(url, wait_until="load")
             page.get_by_text(parent.info.run_name, exact=True).first.wait_for()
@@ -317,6 +332,7 @@ def test_post_train_from_the_prefect_ui(stack, screenshots):
         finally:
             browser.close()
     assert [s.name for s in shots] == [
+        "post-train-form.png",
         "ablation-sweep-schedule.png",
         "ablation-sweep-form.png",
         "prefect-flow-run.png",
