@@ -7,11 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from sparse2dense.diagnostics import MeasureBeforeTraining, gathered_lm_head, measure_divergence
 from sparse2dense.losses import compute_forward_kl, compute_reverse_kl
+from tests.largest_tensor import LargestTensor
 
 
 def _model(vocab, hidden, layers, seed):
@@ -84,26 +84,11 @@ def test_measurement_restores_train_mode_and_handles_no_completion_tokens():
     assert empty == {k: 0.0 for k in empty} and len(empty) == 5
 
 
-class _LargestTensor(TorchDispatchMode):
-    """Records the largest tensor any torch op creates while active."""
-
-    def __init__(self):
-        super().__init__()
-        self.numel = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, tuple | list) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.numel = max(self.numel, t.numel())
-        return out
-
-
 def test_measurement_never_builds_logits_for_a_whole_batch():
     vocab, hidden, chunk = 4096, 16, 8
     teacher, student = _model(vocab, hidden, 1, seed=0), _model(vocab, hidden, 1, seed=1)
     pairs = [([5] * 10, [7] * 30)] * 4  # one batch of 4 x 40 tokens
-    with _LargestTensor() as largest:
+    with LargestTensor() as largest:
         measure_divergence(teacher, student, pairs, pad_id=0, batch_size=4, chunk_tokens=chunk)
     # a chunk's logits or the lm_head itself, never [4, 40, V] (655,360 elements)
     assert largest.numel <= max(chunk * vocab, vocab * hidden)

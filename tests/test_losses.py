@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from sparse2dense.losses import (
     DIVERGENCE_TILE_TOKENS,
@@ -12,6 +11,7 @@ from sparse2dense.losses import (
     compute_implicit_reward,
     compute_reverse_kl,
 )
+from tests.largest_tensor import LargestTensor
 
 
 def _logits(seed, shape=(2, 3, 5)):
@@ -94,26 +94,11 @@ def test_chunked_divergence_sums_of_no_positions_are_zero():
         compute_chunked_divergence_sums(h_t, w_t, h_s, w_s, tokens, 0)
 
 
-class _LargestTensor(TorchDispatchMode):
-    """Records the largest tensor any torch op creates while active."""
-
-    def __init__(self):
-        super().__init__()
-        self.numel = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, tuple | list) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.numel = max(self.numel, t.numel())
-        return out
-
-
 def test_chunked_divergence_sums_never_build_logits_for_all_positions():
     h_t, w_t, h_s, w_s, tokens, _ = _heads(n=512, v=1000, ht=4, hs=4)
-    with _LargestTensor() as chunked:
+    with LargestTensor() as chunked:
         compute_chunked_divergence_sums(h_t, w_t, h_s, w_s, tokens, 16)
-    with _LargestTensor() as plain:
+    with LargestTensor() as plain:
         compute_forward_kl((h_t @ w_t.T)[None], (h_s @ w_s.T)[None], torch.ones(1, 512))
     assert chunked.numel == 16 * 1000  # one chunk's logits
     assert plain.numel == 512 * 1000
