@@ -1,7 +1,7 @@
 """teacher_rl: GRPO with the grading reward raises a toy teacher's reward and accuracy.
 
-The toy pre-training corpus boxes a wrong value in 30% of solutions; sparse reward removes that
-behaviour within a few dozen steps, which is the objective moving the right way.
+In the toy pre-training corpus 30% of the worked solutions stop one step early; sparse reward
+removes that behaviour within a few dozen steps, which is the objective moving the right way.
 """
 
 import pytest
@@ -14,6 +14,9 @@ TEACHER = [
     "teacher.toy.num_hidden_layers=3",
     "teacher.toy.intermediate_size=256",
     "base.teacher_steps=250",
+    "data.toy.min_terms=4",
+    "data.toy.max_terms=5",
+    "data.toy.max_operand=9",
     "data.toy.num_base=4000",
     "data.toy.base_noise=0.3",
     "data.toy.num_labeled=256",
