@@ -219,10 +219,17 @@ def test_warmup_data_keeps_the_rollout_ids_and_masks_the_prompt(models, tmp_path
     model = AutoModelForCausalLM.from_pretrained(models[family])
     args = build_warmup_config(section, spec, tmp_path, len(rows), CPU)
     trainer = build_trainer(section, spec, tmp_path, model, model, tok, rows, args)
-    batch = trainer.data_collator([trainer.train_dataset[0]])
-    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
-    assert ids == prompt_ids + completion_ids
-    assert labels == [-100] * len(prompt_ids) + completion_ids
+    if objective == "sft":
+        batch = trainer.data_collator([trainer.train_dataset[0]])
+        ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+        assert ids == prompt_ids + completion_ids
+        assert labels == [-100] * len(prompt_ids) + completion_ids
+        return
+    # forward KL: the batch TRL's distillation loss reads, in place of the student's own samples.
+    batch = trainer._generate_and_score_completions([trainer.train_dataset[0]])
+    assert batch["prompt_ids"][0].tolist() == prompt_ids and batch["prompt_mask"][0].all()
+    assert batch["completion_ids"][0].tolist() == completion_ids
+    assert batch["completion_mask"][0].tolist() == [1] * len(completion_ids)
 
 
 def _fraction_changed(before: Path, after: Path) -> float:

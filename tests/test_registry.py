@@ -30,7 +30,11 @@ def test_final_student_is_registered_with_its_lineage(micro_run, micro_workdir):
     assert registered["name"] == "toy-student" and registered["uri"].startswith("models:/toy-student/")
     assert json.loads(Path(micro_run["summary_path"]).read_text())["registered_model"] == registered
     tags = _version(micro_run).tags
-    assert tags["s2d.config"] == "toy" and tags["s2d.arm"] == "none" and tags["s2d.seed"] == "42"
+    assert (
+        tags["s2d.config"] == "toy"
+        and tags["s2d.arm"] == "none"
+        and tags["s2d.seed"] == str(_config(micro_workdir).seed)
+    )
     assert tags["s2d.stage"] == "opd" and tags["s2d.stage_key"] == keys["opd"]
     assert tags["s2d.teacher_stage"] == "teacher_rl" and tags["s2d.teacher_key"] == keys["teacher_rl"]
     assert tags["prefect.flow_run_id"] == micro_run["flow_run_id"]
