@@ -20,15 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sparse2dense.config import (
-    GRPO_RECIPE,
-    ConfigError,
-    PipelineConfig,
-    apply_overrides,
-    format_errors,
-    read_yaml_mapping,
-    validate_config,
-)
+from sparse2dense.config import GRPO_RECIPE, PipelineConfig, validate_config
+from sparse2dense.config_files import ConfigError, apply_overrides, format_errors, read_yaml_mapping
 from sparse2dense.pipeline import plan_keys
 
 OptionalStage = Literal["teacher_rl", "warmup", "opd", "student_rl"]
