@@ -198,6 +198,8 @@ class BaseSection(Section):
     """Optimizer steps of the toy teacher's pre-training."""
     student_steps: Positive = 150
     """Optimizer steps of the toy student's pre-training."""
+    student_max_terms: Annotated[int, Field(ge=2, le=8)] | None = None
+    """Longest sum (terms) in the student's pre-training text; unset: all of data.toy (the teacher's always covers all)."""
     learning_rate: LearningRate = 3e-3
     """Peak learning rate (0-1)."""
     batch_size: Positive = 32
@@ -549,6 +551,12 @@ class PipelineConfig(Section):
         has_toy_model = self.teacher.toy is not None or self.student.toy is not None
         if has_toy_model and self.data.kind != "toy":
             raise ValueError("toy models (teacher.toy / student.toy) need data.kind = 'toy'")
+        longest, task = self.base.student_max_terms, self.data.toy
+        if longest is not None and not task.min_terms <= longest <= task.max_terms:
+            raise ValueError(
+                f"base.student_max_terms ({longest}) must lie within data.toy's "
+                f"min_terms..max_terms ({task.min_terms}..{task.max_terms})"
+            )
         return self
 
     @model_validator(mode="after")

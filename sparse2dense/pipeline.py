@@ -64,6 +64,8 @@ def _stage_payload(cfg: PipelineConfig, stage: Stage, model: str | None = None) 
             "learning_rate": cfg.base.learning_rate,
             "batch_size": cfg.base.batch_size,
         }
+        if model == "student" and cfg.base.student_max_terms is not None:
+            train["max_terms"] = cfg.base.student_max_terms
         parts |= {"train": train, "prompt": prompt, "models": {"policy": getattr(cfg, model)}}
         config, semantic = _collect(parts)
         config["train"]["logging_steps"] = cfg.base.logging_steps

@@ -1,21 +1,33 @@
 """The embedded toy world: the paper's setting in miniature, on CPU, with no network.
 
-Problems are sums of `min_terms`..`max_terms` operands, solved by worked partial sums ending in
-`\\boxed{}`; a character-level tokenizer and tiny Qwen3-architecture models are built locally. The
-world is built so that the sparse-to-dense principle (PAPER.md, C1/C2) follows from its structure:
+Problems are sums of `min_terms`..`max_terms` operands in [0, max_operand], solved by worked partial sums
+ending in `\\boxed{}`; a character-level tokenizer and tiny Qwen3-architecture models are built
+locally. The world is built so that the sparse-to-dense principle (PAPER.md, C1/C2) follows from
+its structure, not from how training happens to go on one machine:
 
-- Difficulty spread: each extra term is one more worked step, and errors compound along the chain,
-  so the small student solves few long sums. Its GRPO groups there are mostly all-wrong (zero reward
-  variance, no gradient), while the larger teacher still solves some: only the teacher can explore.
-- A systematic error in pre-training: `base_noise` of the worked solutions stop one step early. Both
-  models learn it in `base`; sparse reward removes it wherever a policy sometimes gets a sum right.
+- A systematic error that sparse reward fixes: `base_noise` (half, in configs/toy.yaml) of the
+  pre-training solutions stop one step early and box the partial sum before the last term. Both
+  models learn it as a coin flip at the last step. A coin at 50% is a property of the data, not of
+  the optimisation: it is the same on every seed and CPU. GRPO removes it wherever a policy solves
+  a problem sometimes, which doubles accuracy there.
+- A capacity gap with a hard part only the teacher can explore: the teacher is larger and its
+  pre-training text holds every length; the student's holds sums of at most
+  `base.student_max_terms` terms. On the longer sums the student gets ~0% (it has never continued
+  a chain that far), so its GRPO groups there are all-wrong: zero reward variance, no gradient. The
+  teacher solves them half the time and learns from them. Dense supervision (teacher samples, then
+  the teacher's per-token distribution on the student's own samples) is what teaches the student
+  the long sums.
 - Scarce labels beside plentiful unlabeled prompts: the labeled pool is small, the unlabeled pool
-  (the bridge's prompts) is several times larger.
-- Capacity gap: the teacher is larger and pre-trained longer, so it starts clearly ahead.
+  (the bridge's prompts) is four times larger.
 
-Everything is deterministic given a seed. Problems are split by a hash of the operands, so a sum never
-appears in two splits. The chat template mirrors Qwen's (im_start/im_end), so the real pipeline (chat
-rendering, EOS handling, TRL trainers) runs unchanged on it.
+What follows, arm by arm, is structural: GRPO on the student removes the stop-early coin on the
+sums it knows but cannot reach the long ones; the raw teacher's bridge teaches the long sums but
+hands the coin over with them; only the RL'd teacher's bridge gives both. The README's "The paper
+in miniature" gives the measured table.
+
+Everything is deterministic given a seed. Problems are split by a hash of the operands, so a sum
+never appears in two splits. The chat template mirrors Qwen's (im_start/im_end), so the real
+pipeline (chat rendering, EOS handling, TRL trainers) runs unchanged on it.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ MICRO = [
     "data.toy.max_terms=3",
     "data.toy.max_operand=30",
     "data.toy.base_noise=0.3",
+    "base.student_max_terms=3",
     "data.toy.num_base=600",
     "data.toy.num_labeled=64",
     "data.toy.num_unlabeled=96",

@@ -160,3 +160,10 @@ def test_override_with_invalid_yaml_value_is_named():
     toy = next(p for p in CONFIGS if p.name == "toy.yaml")
     with pytest.raises(ConfigError, match=r"override 'opd\.steps=\[1': the value is not valid YAML: line 1"):
         load_config(toy, ["opd.steps=[1"])
+
+
+def test_student_pretraining_length_must_lie_in_the_world():
+    toy = next(p for p in CONFIGS if p.name == "toy.yaml")
+    with pytest.raises(ConfigError, match=r"base\.student_max_terms \(3\) .* \(4\.\.8\)"):
+        load_config(toy, ["base.student_max_terms=3"])
+    assert load_config(toy, ["base.student_max_terms=8"]).base.student_max_terms == 8

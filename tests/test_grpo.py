@@ -16,6 +16,7 @@ TEACHER = [
     "base.teacher_steps=250",
     "data.toy.min_terms=4",
     "data.toy.max_terms=5",
+    "base.student_max_terms=5",
     "data.toy.max_operand=9",
     "data.toy.num_base=4000",
     "data.toy.base_noise=0.3",

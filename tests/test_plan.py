@@ -34,3 +34,13 @@ def test_logging_cadence_does_not_change_keys():
 def test_seed_changes_every_key():
     before, after = plan_keys(load_config(TOY)), plan_keys(load_config(TOY, ["seed=2"]))
     assert all(before[n] != after[n] for n in before)
+
+
+def test_student_pretraining_text_is_in_the_students_key_only():
+    """base.student_max_terms narrows the student's pre-training text: its base stage and everything
+    downstream of the student change; the teacher's pre-training and RL do not."""
+    before = plan_keys(load_config(TOY))
+    after = plan_keys(load_config(TOY, ["base.student_max_terms=5"]))
+    changed = {name for name in before if before[name] != after[name]}
+    assert "base/student" in changed and "warmup" in changed and "eval/student_final" in changed
+    assert not changed & {"data_prep", "base/teacher", "teacher_rl", "teacher_rollouts", "eval/teacher_rl"}

@@ -29,7 +29,7 @@ from sparse2dense.stages.program import (
     training_args,
     training_callbacks,
 )
-from sparse2dense.toy import build_model, build_tokenizer
+from sparse2dense.toy import build_model, build_tokenizer, difficulty_of
 
 
 def build_sft_config(
@@ -53,12 +53,20 @@ def build_sft_config(
     )
 
 
+def pretraining_text(records: list[dict], train: dict) -> list[dict]:
+    """The base split, cut to sums of at most `train["max_terms"]` terms when given (the student's
+    narrower pre-training text, `base.student_max_terms`)."""
+    if train.get("max_terms") is None:
+        return records
+    return [r for r in records if difficulty_of(r["problem"]) <= train["max_terms"]]
+
+
 def run_base(spec: StageSpec, out_dir: Path) -> StageOutput:
     train, prompt = spec.config["train"], spec.config["prompt"]
     arch = ToyArchitecture.model_validate(spec.config["models"]["policy"]["toy"])
     tokenizer = build_tokenizer()
     model = build_model(arch, tokenizer, spec.seed)
-    records = load_records(spec.upstream_path("data") / "splits/base.jsonl")
+    records = pretraining_text(load_records(spec.upstream_path("data") / "splits/base.jsonl"), train)
     prompts = render_prompts(tokenizer, records, prompt)
     rows = [
         {"prompt": p, "completion": r["solution"] + tokenizer.eos_token}
