@@ -74,7 +74,9 @@ def test_tokenizer_round_trip_and_chat_template():
 def test_student_pretraining_text_holds_only_the_short_sums():
     from sparse2dense.stages.base import pretraining_text
 
-    task = ToyTask(min_terms=4, max_terms=8, max_operand=9, num_base=800, num_labeled=8, num_unlabeled=8, num_test=8)
+    task = ToyTask(
+        min_terms=4, max_terms=8, max_operand=9, num_base=800, num_labeled=8, num_unlabeled=8, num_test=8
+    )
     base = generate_task(task, seed=3)["base"]
     short = pretraining_text(base, {"max_terms": 6})
     assert {difficulty_of(r["problem"]) for r in short} == {4, 5, 6}
