@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from prefect import flow
 
+from flows.post_train import complete
 from sparse2dense.config import ModelSpec, PipelineConfig
 from sparse2dense.pipeline import plan_evaluation
 from tasks.registry import resolve_model_source
@@ -37,4 +38,4 @@ def evaluate(
     if model_path:
         source = resolve_model_source(model_path, config)
         config = config.model_copy(update={role: ModelSpec(name_or_path=source)})
-    return PipelineRun(config, force_rerun, plan_evaluation(config, role)).execute()
+    return complete(PipelineRun(config, force_rerun, plan_evaluation(config, role)), config)

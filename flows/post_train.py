@@ -1,8 +1,9 @@
 """The `post-train` flow: teacher RL -> teacher rollouts -> forward-KL warmup -> OPD -> [student RL],
 with evaluations of the raw and final student and of the teacher before and after RL.
 
-The order is the plan of `sparse2dense.pipeline.plan_stages`; each stage is a cached, retryable
-Prefect task. `force_rerun` names stages (or stage kinds) to recompute regardless of the cache;
+The stages are the plan of `sparse2dense.pipeline.plan_stages`, read off the stage graph; each is a
+cached, retryable Prefect task, started as soon as the stages it reads are done, up to
+`schedule.max_parallel` at once (`tasks/fanout.py`): evaluations run beside the next training stage. `force_rerun` names stages (or stage kinds) to recompute regardless of the cache;
 `parent_run_id` nests the run's MLflow parent under another run (the sweep sets it). A completed
 run registers its final student in MLflow's model registry (`tasks/registry.py`).
 """
@@ -17,8 +18,10 @@ from prefect import flow, get_run_logger
 from sparse2dense.config import PipelineConfig
 from sparse2dense.pipeline import plan_stages
 from sparse2dense.preflight import check_configured_models
+from tasks.fanout import fan_out
 from tasks.registry import record_registration, register_final_student
 from tasks.run_context import PipelineRun
+from tasks.stages import StageFailed
 
 
 @flow(name="post-train", log_prints=True)
@@ -38,7 +41,14 @@ def post_train(
     """
     if config.warmup.enabled or config.opd.enabled:
         check_configured_models(config.teacher, config.student)
-    summary = PipelineRun(config, force_rerun, plan_stages(config), parent_run_id).execute()
+    run = PipelineRun(config, force_rerun, plan_stages(config), parent_run_id)
+    summary = complete(run, config)
+    register(config, summary, arm)
+    return summary
+
+
+def register(config: PipelineConfig, summary: dict[str, Any], arm: str | None) -> None:
+    """Register a completed run's final student in MLflow's model registry, noted in its summary."""
     try:
         registration = register_final_student(config, summary, arm)
     except (MlflowException, OSError) as err:
@@ -48,4 +58,14 @@ def post_train(
     record_registration(summary, registration)
     if registration and "uri" in registration:
         print(f"final student registered as {registration['uri']}")
+
+
+def complete(run: PipelineRun, config: PipelineConfig) -> dict[str, Any]:
+    """Run every stage of one pipeline run; the summary is written whether or not a stage fails."""
+    try:
+        fan_out([run], config.schedule)
+    finally:
+        summary = run.finish()
+    if run.failed:
+        raise StageFailed("; ".join(f"{name}: {why}" for name, why in run.errors.items()))
     return summary

@@ -1,10 +1,13 @@
-"""The `ablation-sweep` flow: every arm at every seed as a `post-train` subflow, then the report.
+"""The `ablation-sweep` flow: every arm at every seed, all in one fan-out, then the report.
 
-Runs go seed by seed, arm by arm, and share every common stage through the cache (the first run that
-needs a stage key computes it, the rest get a cache hit), so within a seed the paper's arms train the
-teacher once; an arm at seed N is exactly `s2d run BASE <arm overrides> --set seed=N`. A failed run
-does not stop the others; the sweep fails at the end, after writing its report.
-Each run's final student is registered in MLflow with its arm and seed in its lineage.
+The runs' stages are scheduled together (`tasks/fanout.py`): a stage several runs share (same key)
+is computed once, and every distinct stage starts as soon as the stages it reads are done, up to the
+base config's `schedule.max_parallel` at once, so independent arms and seeds run side by side. An
+arm at seed N is exactly `s2d run BASE <arm overrides> --set seed=N` (same keys). Each run keeps
+its own MLflow parent run, nested under the sweep's, and its summary; its stages' task runs carry
+its label (`arm@seedN`). A failed stage fails the runs that need it and not the others; the sweep
+fails at the end, after writing its report. Each completed run's final student is registered in
+MLflow with its arm and seed in its lineage.
 """
 
 from __future__ import annotations
@@ -13,8 +16,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.post_train import post_train
+from flows.post_train import register
+from sparse2dense.pipeline import plan_stages
+from sparse2dense.preflight import check_configured_models
 from sparse2dense.sweep import SweepSpec, arm_runs, sweep_plan
+from tasks.fanout import fan_out
+from tasks.run_context import PipelineRun
 from tasks.sweep_run import SweepRun
 
 
@@ -26,7 +33,7 @@ class SweepFailed(RuntimeError):
 def ablation_sweep(
     sweep: SweepSpec, arms: list[str] | None = None, force_rerun: list[str] | None = None
 ) -> dict[str, Any]:
-    """Run every arm (or the named ones) at every seed as a post-train subflow, then the report.
+    """Run every arm (or the named ones) at every seed, sharing and fanning out their stages, then the report.
 
     Args:
         sweep: The base config and the arms, each a set of overrides or switched-off stages.
@@ -36,20 +43,34 @@ def ablation_sweep(
     runs = arm_runs(sweep, arms)
     plan = sweep_plan(runs)
     get_run_logger().info(
-        "sweep %s: %d arms x %d seeds, %d distinct stage keys (%d if every run started from scratch)",
+        "sweep %s: %d arms x %d seeds, %d distinct stage keys (%d if every run started from scratch), "
+        "up to %d stages at once",
         sweep.name,
         len(runs) // len(sweep.run_seeds),
         len(sweep.run_seeds),
         plan.distinct_stage_keys,
         plan.naive_stage_count,
+        sweep.base.schedule.max_parallel,
     )
-    run = SweepRun(sweep, runs, plan)
-    for arm_run in runs:
-        arm_flow = post_train.with_options(flow_run_name=f"{sweep.name}-{arm_run.arm}-seed{arm_run.seed}")
-        forced = run.forced_stages(arm_run, force_rerun or [])
-        state = arm_flow(arm_run.config, forced, run.parent_run_id, arm=arm_run.arm, return_state=True)
-        run.record(arm_run, state)
-    report = run.finish()
-    if run.errors:
-        raise SweepFailed(f"runs failed: {sorted(run.errors)}; report: {report['report_dir']}")
+    pairs = {
+        (r.config.teacher, r.config.student) for r in runs if r.config.warmup.enabled or r.config.opd.enabled
+    }
+    for teacher, student in pairs:
+        check_configured_models(teacher, student)
+    report_run = SweepRun(sweep, runs, plan)
+    contexts = [
+        PipelineRun(r.config, force_rerun, plan_stages(r.config), report_run.parent_run_id, label=r.label)
+        for r in runs
+    ]
+    try:
+        fan_out(contexts, sweep.base.schedule)
+    finally:
+        for arm_run, context in zip(runs, contexts, strict=True):
+            summary = context.finish()
+            if not context.failed:
+                register(arm_run.config, summary, arm_run.arm)
+            report_run.record(arm_run, summary, context.errors)
+    report = report_run.finish()
+    if report_run.errors:
+        raise SweepFailed(f"runs failed: {sorted(report_run.errors)}; report: {report['report_dir']}")
     return report

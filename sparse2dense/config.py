@@ -3,18 +3,16 @@
 A YAML preset is loaded with `yaml.safe_load`, overridden with `section.field=value` pairs and
 validated once; an error names the dotted path of the offending field. Fields marked
 `semantic=False` (logging cadence, checkpoint cadence, run names) do not change a stage's output
-and are left out of its cache key (see `semantic_dump`).
+and are left out of its cache key (see `sparse2dense.schema`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -23,20 +21,8 @@ from pydantic import (
 )
 
 from sparse2dense.config_files import ConfigError, apply_overrides, format_errors, read_yaml_mapping
-
-NON_SEMANTIC = {"semantic": False}
-
-
-class Section(BaseModel):
-    """Every field's docstring is its description: the help text of the Prefect form and of
-    `s2d validate --explain`, and the `description` of the JSON schema."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
-
-
-Positive = Annotated[int, Field(gt=0)]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-LearningRate = Annotated[float, Field(gt=0.0, lt=1.0)]
+from sparse2dense.placement import LauncherSection, ScheduleSection
+from sparse2dense.schema import NON_SEMANTIC, LearningRate, Positive, Probability, Section
 
 
 class ToyArchitecture(Section):
@@ -209,6 +195,36 @@ class BaseSection(Section):
     logging_steps: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 10
     """Optimizer steps between logged losses (not in the cache key)."""
 
+    def for_role(self, role: str) -> BaseTraining:
+        """The pre-training of one model: the teacher's covers every length, the student's may stop short."""
+        teacher = role == "teacher"
+        return BaseTraining(
+            steps=self.teacher_steps if teacher else self.student_steps,
+            max_terms=None if teacher else self.student_max_terms,
+            **self.model_dump(include={"learning_rate", "batch_size", "memory", "logging_steps"}),
+        )
+
+
+class BaseTraining(Section):
+    """One model's toy pre-training, as the base stage receives it."""
+
+    steps: Positive
+    """Optimizer steps."""
+    max_terms: Annotated[int, Field(ge=2, le=8)] | None = None
+    """Longest sum (terms) in the pre-training text (none: every length)."""
+    learning_rate: LearningRate
+    """Peak learning rate (0-1)."""
+    batch_size: Positive
+    """Worked solutions per optimizer step, over all processes."""
+    memory: MemoryPlan = _memory()
+    """How a step is split over devices and micro-steps (not in the cache key)."""
+    logging_steps: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 10
+    """Optimizer steps between logged losses (not in the cache key)."""
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size
+
 
 class GRPOSection(Section):
     """GRPO on a policy with labeled prompts (teacher RL in stage 1, student RL in stage 4).
@@ -290,6 +306,10 @@ class GRPOSection(Section):
                 f"({per_batch}), so every generation batch is used in full"
             )
         return self
+
+    @property
+    def global_batch(self) -> int:
+        return self.prompts_per_step * self.num_generations
 
 
 # What "the same GRPO recipe" means: every field that shapes the updates and the labels they read.
@@ -382,6 +402,10 @@ class WarmupSection(Section):
     logging_steps: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 5
     """Optimizer steps between logged losses (not in the cache key)."""
 
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size
+
 
 class OPDSection(Section):
     """Bridge part b: on-policy distillation, reverse KL(student || teacher) on student samples.
@@ -425,6 +449,10 @@ class OPDSection(Section):
     logging_steps: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 1
     """Optimizer steps between logged metrics (not in the cache key)."""
 
+    @property
+    def global_batch(self) -> int:
+        return self.prompts_per_step
+
 
 class EvalSection(Section):
     """Evaluation: k samples per problem, avg@k / pass@k / maj@k with per-sample records."""
@@ -449,45 +477,6 @@ class EvalSection(Section):
     """GPUs one vLLM engine spans (not in the cache key)."""
     batch_size: Annotated[int, Field(gt=0, json_schema_extra=NON_SEMANTIC)] = 64
     """Problems per generation shard, the unit of resumption (not in the cache key)."""
-
-
-class LauncherSection(Section):
-    """How the training stages (base, teacher_rl, warmup, opd, student_rl) are started.
-
-    `local`: one process, `python -m sparse2dense.stages.<stage> SPEC.json`. `accelerate`: the same
-    program under `accelerate launch` on `num_processes` processes in all (over `num_machines`
-    machines; run the flow once per machine with its `machine_rank`), with DDP, FSDP or DeepSpeed
-    as the accelerate `config_file` says (ready ones in infra/accelerate/). Data preparation, rollouts
-    and evaluation always run as one local process. Not semantic: where a stage runs does not
-    change the cache key (the global batch is fixed by each stage's section).
-    """
-
-    kind: Literal["local", "accelerate"] = "local"
-    """local: one process; accelerate: `accelerate launch` as config_file says."""
-    num_processes: Positive = 1
-    """Training processes over all machines, e.g. one per GPU (kind accelerate)."""
-    num_machines: Positive = 1
-    """Machines taking part; the flow runs once on each (count)."""
-    machine_rank: Annotated[int, Field(ge=0)] = 0
-    """This machine's index, 0 to num_machines - 1 (0: the main one)."""
-    main_process_ip: str | None = None
-    """Address of machine_rank 0 (needed with several machines)."""
-    main_process_port: Annotated[int, Field(gt=0, lt=65536)] | None = None
-    """Port of the main process (1-65535; none: accelerate's default)."""
-    config_file: str | None = None
-    """accelerate config file: DDP, FSDP or DeepSpeed (ready ones in infra/accelerate/)."""
-
-    @model_validator(mode="after")
-    def _consistent(self) -> LauncherSection:
-        if self.kind == "local" and (self.num_processes > 1 or self.num_machines > 1):
-            raise ValueError("more than one process or machine needs kind: accelerate")
-        if self.num_processes % self.num_machines:
-            raise ValueError("num_processes (all machines together) must be a multiple of num_machines")
-        if self.machine_rank >= self.num_machines:
-            raise ValueError("machine_rank must be below num_machines")
-        if self.num_machines > 1 and self.main_process_ip is None:
-            raise ValueError("several machines need main_process_ip (the address of machine_rank 0)")
-        return self
 
 
 class TrackingSection(Section):
@@ -534,6 +523,8 @@ class PipelineConfig(Section):
     """Where MLflow results go."""
     launcher: LauncherSection = Field(LauncherSection(), json_schema_extra=NON_SEMANTIC)
     """How training stages are started: one process or accelerate launch (not in the cache key)."""
+    schedule: ScheduleSection = Field(ScheduleSection(), json_schema_extra=NON_SEMANTIC)
+    """How many stages run at once, and on which GPUs (not in the cache key)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -561,13 +552,12 @@ class PipelineConfig(Section):
 
     @model_validator(mode="after")
     def _batches_split(self) -> PipelineConfig:
-        """Every training stage's memory plan multiplies out to its global batch on the launcher's
-        processes (a typo in a GPU preset is caught here, on any machine)."""
-        from sparse2dense.launch import split_batch, world_size_of
+        """Every planned training stage's memory plan multiplies out to its global batch on the
+        launcher's processes (a typo in a GPU preset is caught here, on any machine)."""
+        from sparse2dense.launch import split_batch
 
-        world = world_size_of(self.launcher, "opd")
         problems = []
-        for name, global_batch, memory in self.global_batches():
+        for name, global_batch, memory, world in self.training_batches():
             try:
                 split_batch(
                     global_batch,
@@ -579,39 +569,25 @@ class PipelineConfig(Section):
             except ValueError as err:
                 problems.append(str(err))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("; ".join(dict.fromkeys(problems)))
         return self
 
-    def global_batches(self) -> list[tuple[str, int, MemoryPlan]]:
-        """(section, examples per optimizer step over all processes, memory plan) per training stage."""
-        out = []
-        if self.teacher.toy is not None or self.student.toy is not None:
-            out.append(("base", self.base.batch_size, self.base.memory))
-        for name in ("teacher_rl", "student_rl"):
-            grpo = getattr(self, name)
-            if grpo.enabled:
-                out.append((name, grpo.prompts_per_step * grpo.num_generations, grpo.memory))
-        if self.warmup.enabled:
-            out.append(("warmup", self.warmup.batch_size, self.warmup.memory))
-        if self.opd.enabled:
-            out.append(("opd", self.opd.prompts_per_step, self.opd.memory))
-        return out
+    def training_batches(self) -> list[tuple[str, int, MemoryPlan, int]]:
+        """(section, examples per optimizer step over all processes, memory plan, processes) per
+        section of a training stage the plan runs, read off the stage graph."""
+        from sparse2dense.graph import current, is_training
+        from sparse2dense.launch import world_size_of
+        from sparse2dense.pipeline import plan_stages, stage_inputs
 
-
-def semantic_dump(section: BaseModel) -> dict[str, Any]:
-    """The fields of a section that change a stage's output, recursively, as plain JSON values."""
-    out: dict[str, Any] = {}
-    for name, field in type(section).model_fields.items():
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        if extra.get("semantic") is False:
-            continue
-        value = getattr(section, name)
-        out[name] = semantic_dump(value) if isinstance(value, BaseModel) else _jsonable(value)
-    return out
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+        out: dict[str, tuple[str, int, MemoryPlan, int]] = {}
+        for planned in plan_stages(self):
+            if not is_training(planned.stage):
+                continue
+            d = current().stage(planned.stage)
+            section = getattr(stage_inputs(self, planned.stage, planned.model), d.field)
+            world = world_size_of(self.launcher, planned.stage)
+            out.setdefault(d.section, (d.section, section.global_batch, section.memory, world))
+        return list(out.values())
 
 
 def validate_config(data: dict[str, Any], source: str = "<dict>") -> PipelineConfig:

@@ -1,10 +1,10 @@
 """How a stage program is started, and the facts about the processes it runs in.
 
 `stage_command` is the one place that turns a stage and its launcher settings into an argv: the
-local launcher runs `python -m sparse2dense.stages.<stage> SPEC.json` in one process; the
+local launcher runs `python -m sparse2dense.stages.<program> SPEC.json` in one process; the
 accelerate launcher runs the same module under `accelerate launch` (DDP, FSDP or DeepSpeed,
-whatever its `config_file` says) on `num_processes` processes. Only the training stages are ever
-launched that way; data preparation, rollouts and evaluation always run as one local process.
+whatever its `config_file` says) on `num_processes` processes. Only the graph's training stages
+are ever launched that way; data preparation, rollouts and evaluation always run as one local process.
 
 `DeviceFacts` are the hardware facts that decide TRL's precision and device flags. They are read
 from the running process by default and can be given explicitly, so a GPU preset's TRL configs can
@@ -19,54 +19,46 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sparse2dense.stages import Stage
-
-# The stages that train a model with a TRL trainer; only these can run on several processes.
-TRAINING_STAGES = frozenset({Stage.BASE, Stage.TEACHER_RL, Stage.WARMUP, Stage.OPD, Stage.STUDENT_RL})
+from sparse2dense.graph import current, is_training
+from sparse2dense.placement import LauncherSection
 
 
-def _get(launcher: Any, name: str, default: Any = None) -> Any:
-    if isinstance(launcher, Mapping):
-        return launcher.get(name, default)
-    return getattr(launcher, name, default)
+def _accelerated(launcher: LauncherSection | None, stage: str | None) -> bool:
+    if launcher is None or launcher.kind != "accelerate":
+        return False
+    return stage is None or is_training(stage)
 
 
-def world_size_of(launcher: Any, stage: Stage | str | None = None) -> int:
-    """How many processes train a stage under these launcher settings (1 for the local launcher)."""
-    if launcher is None or _get(launcher, "kind", "local") != "accelerate":
-        return 1
-    if stage is not None and Stage(stage) not in TRAINING_STAGES:
-        return 1
-    return int(_get(launcher, "num_processes", 1))
+def world_size_of(launcher: LauncherSection | None, stage: str | None = None) -> int:
+    """How many processes run a stage under these launcher settings (1 unless it trains under accelerate)."""
+    return launcher.num_processes if _accelerated(launcher, stage) else 1
 
 
 def stage_command(
-    stage: Stage | str, spec_path: str, launcher: Any = None, python: str | None = None
+    stage: str, spec_path: str, launcher: LauncherSection | None = None, python: str | None = None
 ) -> list[str]:
-    """The argv that runs one stage program. Pure: reads nothing but its arguments.
-
-    `launcher` is a `LauncherSection` or its JSON dump (as stored in SPEC.json); None means local.
-    """
-    stage = Stage(stage)
+    """The argv that runs one stage program (its graph entry names the program). Pure: reads
+    nothing but its arguments and the graph. `launcher` None means local."""
     python = python or sys.executable
-    module = f"sparse2dense.stages.{stage}"
-    if launcher is None or _get(launcher, "kind", "local") == "local" or stage not in TRAINING_STAGES:
+    module = f"sparse2dense.stages.{current().stage(stage).program}"
+    if not _accelerated(launcher, stage):
         return [python, "-m", module, str(spec_path)]
+    assert launcher is not None
     cmd = [python, "-m", "accelerate.commands.launch"]
-    if (config_file := _get(launcher, "config_file")) is not None:
-        cmd += ["--config_file", str(config_file)]
+    if launcher.config_file is not None:
+        cmd += ["--config_file", str(launcher.config_file)]
     cmd += [
         "--num_processes",
-        str(_get(launcher, "num_processes", 1)),
+        str(launcher.num_processes),
         "--num_machines",
-        str(_get(launcher, "num_machines", 1)),
+        str(launcher.num_machines),
         "--machine_rank",
-        str(_get(launcher, "machine_rank", 0)),
+        str(launcher.machine_rank),
     ]
-    if (ip := _get(launcher, "main_process_ip")) is not None:
-        cmd += ["--main_process_ip", str(ip)]
-    if (port := _get(launcher, "main_process_port")) is not None:
-        cmd += ["--main_process_port", str(port)]
+    if launcher.main_process_ip is not None:
+        cmd += ["--main_process_ip", launcher.main_process_ip]
+    if launcher.main_process_port is not None:
+        cmd += ["--main_process_port", str(launcher.main_process_port)]
     return [*cmd, "-m", module, str(spec_path)]
 
 

@@ -28,23 +28,23 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 def resolve_model(spec: Any, role: str, trainable: bool = False) -> tuple[str, dict[str, Any]]:
     """(path or hub id, from_pretrained kwargs) for a role of a stage spec; a trained model is fp32."""
-    options = dict(spec.config.get("models", {}).get(role) or {})
+    configured = spec.inputs.models.get(role)
     if role in spec.upstream:
         source = str(spec.upstream_path(role) / MODEL_DIR)
-    elif options.get("name_or_path"):
-        source = options["name_or_path"]
+    elif configured is not None and configured.name_or_path:
+        source = configured.name_or_path
     else:
         raise KeyError(f"stage {spec.name}: no model for role {role!r} (no upstream and no name_or_path)")
-    kwargs: dict[str, Any] = {"trust_remote_code": bool(options.get("trust_remote_code", False))}
-    dtype = options.get("dtype", "auto")
+    dtype = configured.dtype if configured is not None else "auto"
+    kwargs: dict[str, Any] = {"trust_remote_code": configured is not None and configured.trust_remote_code}
     if trainable:
         kwargs["dtype"] = torch.float32
     elif dtype != "auto":
         kwargs["dtype"] = _DTYPES[dtype]
     elif not torch.cuda.is_available():
         kwargs["dtype"] = torch.float32
-    if options.get("revision") and role not in spec.upstream:
-        kwargs["revision"] = options["revision"]
+    if configured is not None and configured.revision and role not in spec.upstream:
+        kwargs["revision"] = configured.revision
     return source, kwargs
 
 

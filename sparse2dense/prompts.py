@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sparse2dense.graph import PromptFormat
+
 
 def format_instruction(problem: str, template: str) -> str:
     # Plain substitution rather than str.format: LaTeX braces in templates and problems stay literal.
@@ -41,17 +43,15 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def render_prompts(tokenizer: Any, problems: list[dict[str, Any]], prompt: dict[str, Any]) -> list[str]:
+def render_prompts(tokenizer: Any, problems: list[dict[str, Any]], prompt: PromptFormat) -> list[str]:
     """`render_prompt` for each record, with a stage's prompt section (template + chat kwargs)."""
     return [
-        render_prompt(tokenizer, p["problem"], prompt["template"], prompt["chat_template_kwargs"])
+        render_prompt(tokenizer, p["problem"], prompt.template, dict(prompt.chat_template_kwargs))
         for p in problems
     ]
 
 
-def prompt_conversations(
-    problems: list[dict[str, Any]], prompt: dict[str, Any]
-) -> list[list[dict[str, str]]]:
+def prompt_conversations(problems: list[dict[str, Any]], prompt: PromptFormat) -> list[list[dict[str, str]]]:
     """The prompts of a TRL trainer's dataset, one conversation per record; the trainer's config gets
-    `prompt["chat_template_kwargs"]` as its `chat_template_kwargs`."""
-    return [prompt_messages(p["problem"], prompt["template"]) for p in problems]
+    `prompt.chat_template_kwargs` as its `chat_template_kwargs`."""
+    return [prompt_messages(p["problem"], prompt.template) for p in problems]

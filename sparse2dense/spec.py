@@ -11,18 +11,23 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator
 
-from sparse2dense.stages import STAGE_VERSION, Stage
+from sparse2dense.graph import StageInputs, current, stage_version
 from sparse2dense.store import StageResult, read_manifest, verify_stage_dir
+
+InputsT = TypeVar("InputsT", bound=StageInputs)
 
 
 class StageSpec(BaseModel):
+    """SPEC.json. `config` is the stage's inputs as JSON; `inputs` is the same, typed and validated
+    by the stage's inputs model when the spec is made (a bad spec never reaches a program)."""
+
     model_config = ConfigDict(frozen=True)
 
-    stage: Stage
+    stage: str
     name: str
     key: str
     config: dict[str, Any]
@@ -30,6 +35,28 @@ class StageSpec(BaseModel):
     upstream: dict[str, StageResult] = {}
     output_dir: str
     seed: int
+    _inputs: StageInputs = PrivateAttr()
+
+    @field_validator("stage")
+    @classmethod
+    def _known_stage(cls, stage: str) -> str:
+        current().stage(stage)
+        return stage
+
+    def model_post_init(self, context: Any) -> None:
+        self._inputs = current().stage(self.stage).inputs.model_validate(self.config)
+
+    @property
+    def inputs(self) -> StageInputs:
+        return self._inputs
+
+    def inputs_of(self, kind: type[InputsT]) -> InputsT:
+        """The inputs, typed as the program expects them (refused if the spec is another stage's)."""
+        if not isinstance(self._inputs, kind):
+            raise TypeError(
+                f"stage {self.name} ({self.stage}) has {type(self._inputs).__name__}, not {kind.__name__}"
+            )
+        return self._inputs
 
     def upstream_path(self, role: str) -> Path:
         if role not in self.upstream:
@@ -38,11 +65,11 @@ class StageSpec(BaseModel):
 
 
 def compute_stage_key(
-    stage: Stage, semantic_config: dict[str, Any], upstream_keys: dict[str, str], seed: int
+    stage: str, semantic_config: dict[str, Any], upstream_keys: dict[str, str], seed: int
 ) -> str:
     payload = {
         "stage": str(stage),
-        "version": STAGE_VERSION[stage],
+        "version": stage_version(stage),
         "config": semantic_config,
         "upstream": dict(sorted(upstream_keys.items())),
         "seed": seed,

@@ -16,15 +16,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sparse2dense.config import GRPO_RECIPE, PipelineConfig, validate_config
 from sparse2dense.config_files import ConfigError, apply_overrides, format_errors, read_yaml_mapping
+from sparse2dense.graph import current
 from sparse2dense.pipeline import plan_keys
 
-OptionalStage = Literal["teacher_rl", "warmup", "opd", "student_rl"]
+
+def _optional_stage(stage: str) -> str:
+    optional = current().optional()
+    if stage not in optional:
+        raise ValueError(f"{stage!r} cannot be switched off; the optional stages are {optional}")
+    return stage
 
 
 class Arm(BaseModel):
@@ -36,7 +42,10 @@ class Arm(BaseModel):
     set: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of the base config: section.field -> value."
     )
-    disable: list[OptionalStage] = Field(default_factory=list, description="Stages switched off in this arm.")
+    disable: list[Annotated[str, AfterValidator(_optional_stage)]] = Field(
+        default_factory=list,
+        description="Optional stages switched off in this arm (teacher_rl, warmup, opd, student_rl).",
+    )
 
     @model_validator(mode="after")
     def _leaves_seed_and_recipe_alone(self) -> Arm:
@@ -106,7 +115,8 @@ class SweepSpec(BaseModel):
 def arm_overrides(arm: Arm) -> list[str]:
     """The arm as `--set` style overrides, switched-off stages last so they always win."""
     sets = [f"{dotted}={json.dumps(value)}" for dotted, value in arm.set.items()]
-    return sets + [f"{stage}.enabled=false" for stage in arm.disable]
+    sections = [current().stage(stage).section for stage in arm.disable]
+    return sets + [f"{section}.enabled=false" for section in sections]
 
 
 def arm_config(spec: SweepSpec, arm_name: str, seed: int | None = None) -> PipelineConfig:

@@ -25,6 +25,7 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from sparse2dense.config import ConfigError, PipelineConfig
+from sparse2dense.graph import current
 from sparse2dense.models import MODEL_DIR
 from sparse2dense.pipeline import plan_stages
 from sparse2dense.preflight import model_source_problem
@@ -49,10 +50,10 @@ def tracking_uri_of(cfg: PipelineConfig) -> str:
 def final_student(cfg: PipelineConfig) -> tuple[str | None, str | None]:
     """(the planned stage whose model is the final student, the stage of the teacher that taught
     it); None where it is the configured model itself, or where no teacher stage taught it."""
-    plan = {planned.name: planned for planned in plan_stages(cfg)}
-    final = plan["eval/student_final"].upstream.get("model")
-    bridge = next((plan[name] for name in ("opd", "warmup") if name in plan), None)
-    return final, bridge.upstream.get("teacher") if bridge else None
+    plan = plan_stages(cfg)
+    final = next(p for p in plan if p.name == current().final_eval).upstream.get("model")
+    teacher = next((p.upstream["teacher"] for p in reversed(plan) if "teacher" in p.upstream), None)
+    return final, teacher
 
 
 def lineage_tags(cfg: PipelineConfig, summary: dict[str, Any], arm: str | None) -> dict[str, str]:

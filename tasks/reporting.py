@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sparse2dense.graph import current
 from sparse2dense.metrics import avg_metric_name
 from sparse2dense.statistics import PairedDelta, mean_over_seeds, paired_delta, paired_scores
 
@@ -93,6 +94,11 @@ def _arms(runs: list[ArmSeed]) -> dict[str, list[ArmSeed]]:
     return by_arm
 
 
+def final_model() -> str:
+    """The model whose scores a sweep compares: the graph's final evaluation (`student_final`)."""
+    return current().final_eval.removeprefix("eval/")
+
+
 def _benchmarks(runs: list[ArmSeed], model: str) -> list[str]:
     return sorted({b for r in runs if r.summary for b in r.summary["eval"].get(model, {})})
 
@@ -106,10 +112,9 @@ def arm_budgets(runs: list[ArmSeed]) -> dict[str, int]:
     return budgets
 
 
-def paired_deltas(
-    runs: list[ArmSeed], pairs: list[tuple[str, str]], model: str = "student_final"
-) -> list[Delta]:
+def paired_deltas(runs: list[ArmSeed], pairs: list[tuple[str, str]], model: str | None = None) -> list[Delta]:
     """Per (a, b) pair and benchmark: the paired delta over the seeds where both arms completed."""
+    model = model or final_model()
     by_arm, budgets = _arms(runs), arm_budgets(runs)
     out = []
     for a, b in pairs:
@@ -166,11 +171,12 @@ def sweep_rows(
     reference: str,
     comparability: dict[str, str | None],
     deltas: list[Delta],
-    model: str = "student_final",
+    model: str | None = None,
 ) -> list[dict[str, Any]]:
     """One row per arm: per benchmark the mean avg@k over its seeds with a 95% CI, the paired delta
     vs the reference arm (only where the label budgets match) with its CI and verdict; labeled
     examples used; stages computed or cached over all its seeds."""
+    model = model or final_model()
     vs_reference = {(d.a, d.benchmark): d for d in deltas if d.b == reference}
     benches = _benchmarks(runs, model)
     avg_keys = {  # one column name per benchmark for every row, failed arms included
@@ -260,11 +266,12 @@ def render_sweep_plot(
     comparability: dict[str, str | None],
     deltas: list[Delta],
     path: Path,
-    model: str = "student_final",
+    model: str | None = None,
 ) -> Path:
     """Left: grouped bars, benchmarks on the x axis, one bar per arm (mean over seeds, 95% CI) with
     each seed's value as a dot; arms whose label budget differs from the reference are hatched.
     Right: every paired delta with its 95% CI against the zero line."""
+    model = model or final_model()
     import matplotlib
 
     matplotlib.use("Agg")

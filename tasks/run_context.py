@@ -1,7 +1,9 @@
 """The state of one pipeline run: its MLflow parent run, the results so far, and the summary.
 
-Builds each stage's request from the plan (spec, key, upstream results), submits it, and at the end
-writes `summary.json`, the eval table (Prefect table artifact, MLflow artifact) and a bar chart.
+Builds each stage's request from the plan (spec, key, upstream results) for the fan-out
+(`tasks/fanout.py`) to run, records what comes back, and at the end writes `summary.json`, the eval
+table (Prefect table artifact, MLflow artifact) and a bar chart. A run of a sweep has a `label`
+(`arm@seedN`): its stages' task runs carry it, and its files go under the flow run's directory.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from sparse2dense.config import PipelineConfig
+from sparse2dense.graph import Stage, current
 from sparse2dense.ledger import Ledger
 from sparse2dense.pipeline import PlannedStage, plan_keys, plan_stages, stage_payload
 from sparse2dense.services import embedded_tracking_uri
 from sparse2dense.spec import StageSpec
-from sparse2dense.stages import Stage
 from sparse2dense.store import StageResult, read_manifest, stage_dir
 from tasks import tracking
 from tasks.reporting import eval_rows, render_eval_plot, render_markdown_table
-from tasks.stages import StageRequest, Tracking, submit_stage
+from tasks.stages import StageOutcome, StageRequest, Tracking
 
 
 class PipelineRun:
@@ -34,8 +36,10 @@ class PipelineRun:
         force_rerun: list[str] | None = None,
         plan: list[PlannedStage] | None = None,
         parent_run_id: str | None = None,
+        label: str | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.cfg, self.label = cfg, label
+        self.errors: dict[str, str] = {}  # planned stage -> why it failed or did not run
         self.force = set(force_rerun or [])
         self.store = Path(cfg.store_dir).resolve()
         self.runs_dir = Path(cfg.runs_dir).resolve()
@@ -53,27 +57,24 @@ class PipelineRun:
         parent = tracking.start_parent_run(
             self.client,
             experiment_id,
-            name=f"{cfg.name}-{flow_run.get_name() or 'local'}",
+            name=f"{cfg.name}-{label or flow_run.get_name() or 'local'}",
             tags={"prefect.flow_run_id": flow_run_id, "s2d.config": cfg.name}
             | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {}),
         )
         for key, value in tracking.flatten_params(cfg.model_dump(mode="json")).items():
             self.client.log_param(parent, key, value)
         self.tracking = Tracking(tracking_uri=uri, experiment_id=experiment_id, parent_run_id=parent)
-        self.run_dir = self.runs_dir / "flows" / (flow_run_id or parent)
+        self.run_dir = self.runs_dir / "flows" / (flow_run_id or parent) / (label or "")
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-    def execute(self) -> dict[str, Any]:
-        """Every planned stage in order; the summary is written whether or not a stage fails."""
-        try:
-            for planned in self.plan:
-                self.run(planned)
-        except BaseException:
-            self.finish(ok=False)
-            raise
-        return self.finish()
+    def task_name(self, planned: PlannedStage) -> str:
+        return f"{planned.name} [{self.label}]" if self.label else planned.name
 
-    def run(self, planned: PlannedStage) -> StageResult:
+    def forced(self, planned: PlannedStage) -> bool:
+        return planned.name in self.force or str(planned.stage) in self.force
+
+    def request(self, planned: PlannedStage) -> StageRequest:
+        """The stage's request, from the results of the stages it reads (which must be recorded)."""
         config, semantic = stage_payload(self.cfg, planned.stage, planned.model)
         key = self.keys[planned.name]
         spec = StageSpec(
@@ -91,36 +92,59 @@ class PipelineRun:
             output_dir=str(stage_dir(self.store, str(planned.stage), key)),
             seed=self.cfg.seed,
         )
-        request = StageRequest(spec=spec, store=str(self.store), tracking=self.tracking)
-        force = planned.name in self.force or str(planned.stage) in self.force
-        outcome = submit_stage(request, force=force)
-        self.results[planned.name] = outcome.result
+        return StageRequest(spec=spec, store=str(self.store), tracking=self.tracking)
+
+    def record(self, planned: PlannedStage, outcome: StageOutcome) -> None:
+        result = outcome.result.model_copy(update={"name": planned.name})
+        self.results[planned.name] = result
         self.summary["stages"][planned.name] = {
-            "key": key,
+            "key": self.keys[planned.name],
             "status": outcome.status,
             "wall_s": round(outcome.wall_s, 2),
-            "metrics": outcome.result.metrics,
-            "path": outcome.result.path,
-            "mlflow_run_id": outcome.result.mlflow_run_id,
+            "metrics": result.metrics,
+            "path": result.path,
+            "mlflow_run_id": result.mlflow_run_id,
             # where the run that produced the result picked up after an interruption, else None
-            "resumed_from_step": read_manifest(Path(outcome.result.path)).get("resumed_from_step"),
+            "resumed_from_step": read_manifest(Path(result.path)).get("resumed_from_step"),
         }
-        if outcome.result.labeled_examples:
-            self.ledger.add(planned.name, self._label_split(planned), outcome.result.labeled_examples)
-        if planned.stage == "eval":
-            results = json.loads((Path(outcome.result.path) / "results.json").read_text())
+        if result.labeled_examples:
+            self.ledger.add(planned.name, self._label_split(planned), result.labeled_examples)
+        if planned.stage == Stage.EVAL:
+            results = json.loads((Path(result.path) / "results.json").read_text())
             self.summary["eval"][planned.name.removeprefix("eval/")] = results["benchmarks"]
-        prefixed = {f"{planned.name}/{k}": v for k, v in outcome.result.metrics.items()}
+        prefixed = {f"{planned.name}/{k}": v for k, v in result.metrics.items()}
         tracking.log_metrics(self.client, self.tracking.parent_run_id, prefixed)
-        get_run_logger().info("stage %s: %s in %.1fs", planned.name, outcome.status, outcome.wall_s)
-        return outcome.result
+        get_run_logger().info(
+            "stage %s: %s in %.1fs", self.task_name(planned), outcome.status, outcome.wall_s
+        )
+
+    def fail(self, planned: PlannedStage, why: str) -> None:
+        self.errors[planned.name] = why
+        self.summary["stages"][planned.name] = {
+            "key": self.keys[planned.name],
+            "status": "failed",
+            "error": why,
+        }
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors)
 
     def _label_split(self, planned: PlannedStage) -> str:
-        section = {Stage.TEACHER_RL: self.cfg.teacher_rl, Stage.STUDENT_RL: self.cfg.student_rl}
-        return section[planned.stage].labels if planned.stage in section else "unknown"
+        """The label split a stage's section says it reads (the GRPO stages' `labels`)."""
+        section = getattr(self.cfg, current().stage(planned.stage).section)
+        return getattr(section, "labels", "unknown")
 
-    def finish(self, ok: bool = True) -> dict[str, Any]:
+    def finish(self) -> dict[str, Any]:
+        """Write the summary, eval table and chart, whether or not a stage failed."""
+        ok = not self.failed
+        order = [p.name for p in self.plan]
+        self.summary["stages"] = {n: self.summary["stages"][n] for n in order if n in self.summary["stages"]}
+        self.summary["eval"] = dict(
+            sorted(self.summary["eval"].items(), key=lambda kv: order.index(f"eval/{kv[0]}"))
+        )
         self.summary["status"] = "completed" if ok else "failed"
+        self.summary["errors"] = self.errors
         self.summary["wall_s"] = round(time.monotonic() - self.started, 2)
         self.summary["labels"] = self.ledger.by_stage() | {"total": self.ledger.total}
         self.summary["ledger"] = [e.model_dump() for e in self.ledger.entries]

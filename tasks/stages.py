@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict
 from sparse2dense.launch import stage_command
 from sparse2dense.progress import Progress, parse_progress
 from sparse2dense.spec import StageSpec, result_problem
-from sparse2dense.stages import Stage
 from sparse2dense.store import StageResult, result_from_dir, stage_dir, verify_stage_dir
 from tasks import tracking
 from tasks.locking import StaleLockRecoveringManager
@@ -46,13 +45,16 @@ class Tracking(BaseModel):
 
 
 class StageRequest(BaseModel):
-    """Everything a stage task needs; small and serializable, so Prefect can record it."""
+    """Everything a stage task needs; small and serializable, so Prefect can record it. `devices`
+    and `threads` say where the program runs (GPU ids, CPU threads); they are not in its spec."""
 
     model_config = ConfigDict(frozen=True)
 
     spec: StageSpec
     store: str
     tracking: Tracking
+    devices: list[int] | None = None  # None: the environment's; []: no GPU
+    threads: int | None = None  # None: torch's default
 
 
 def task_retries() -> int:
@@ -85,6 +87,10 @@ def _env(request: StageRequest, run_id: str) -> dict[str, str]:
     }
     # Would copy every checkpoint into the artifact store.
     env.pop("HF_MLFLOW_LOG_ARTIFACTS", None)
+    if request.devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, request.devices))
+    if request.threads is not None:
+        env |= {"OMP_NUM_THREADS": str(request.threads), "MKL_NUM_THREADS": str(request.threads)}
     return env
 
 
@@ -111,7 +117,7 @@ def _run_program(request: StageRequest, run_id: str, log_path: Path) -> None:
     logger = get_run_logger()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: deque[str] = deque(maxlen=40)
-    cmd = stage_command(spec.stage, str(spec_path), spec.config.get("launcher"))
+    cmd = stage_command(spec.stage, str(spec_path), spec.inputs.launcher)
     artifact, latest = ProgressArtifact(spec.name), None
     with (
         open(log_path, "a") as log,
@@ -164,22 +170,33 @@ def _execute(request: StageRequest) -> StageResult:
     return result
 
 
-def _make_task(stage: Stage):
+def _make_task(stage: str):
     def body(request: StageRequest) -> StageResult:
         return _execute(request)
 
     body.__name__ = f"run_{stage}"
     return task(
         body,
-        name=str(stage),
+        name=stage,
         cache_policy=StageKeyPolicy(),
         persist_result=True,
         retries=1,
         retry_delay_seconds=5,
+        tags=[STAGE_TAG],
     )
 
 
-STAGE_TASKS = {stage: _make_task(stage) for stage in Stage}
+# Every stage task carries this tag: `prefect concurrency-limit create s2d-stage N` caps the stages
+# running at once over every flow run of a Prefect server (the schedule's max_parallel caps one run).
+STAGE_TAG = "s2d-stage"
+_TASKS: dict[str, Any] = {}
+
+
+def stage_task(stage: str):
+    """The Prefect task of one graph stage (made on first use)."""
+    if stage not in _TASKS:
+        _TASKS[stage] = _make_task(stage)
+    return _TASKS[stage]
 
 
 @dataclass
@@ -189,32 +206,25 @@ class StageOutcome:
     wall_s: float
 
 
-def submit_stage(request: StageRequest, force: bool = False) -> StageOutcome:
-    """Run (or reuse) one stage through its Prefect task, verifying the store before trusting a hit.
-
-    The cache lookup happens inside the task's transaction, after its lock is acquired, so a run
-    that needs a stage another run is computing waits for it and then gets the hit. A hit whose
-    directory no longer verifies is recomputed with `refresh_cache`, with a warning.
-    """
-    spec = request.spec
+def configured_task(request: StageRequest, name: str, force: bool = False):
+    """The stage's task for this request: its key's lock and result storage under the store,
+    `S2D_TASK_RETRIES` retries, `force` skipping the cache lookup."""
     store = Path(request.store)
-    out_dir = stage_dir(store, str(spec.stage), spec.key)
-    configured = STAGE_TASKS[spec.stage].with_options(
-        task_run_name=spec.name,
+    return stage_task(request.spec.stage).with_options(
+        task_run_name=name,
         retries=task_retries(),
         result_storage=store / "_prefect" / "results",
+        refresh_cache=force,
         cache_policy=StageKeyPolicy().configure(
             isolation_level=IsolationLevel.SERIALIZABLE,
             lock_manager=StaleLockRecoveringManager(lock_files_directory=store / "_prefect" / "locks"),
         ),
     )
-    started = time.monotonic()
-    state = configured.with_options(refresh_cache=force)(request, return_state=True)
-    if state.name == "Cached" and (problem := result_problem(spec, out_dir)):
-        get_run_logger().warning("stage %s: cached result unusable (%s); recomputing", spec.name, problem)
-        state = configured.with_options(refresh_cache=True)(request, return_state=True)
-    result: StageResult = state.result()
-    status = "cached" if state.name == "Cached" else "computed"
-    return StageOutcome(
-        result=result.model_copy(update={"name": spec.name}), status=status, wall_s=time.monotonic() - started
-    )
+
+
+def unusable_hit(request: StageRequest, state: Any) -> str | None:
+    """Why a cache hit cannot be trusted (its directory no longer verifies), or None."""
+    spec = request.spec
+    if state.name != "Cached":
+        return None
+    return result_problem(spec, stage_dir(Path(request.store), str(spec.stage), spec.key))

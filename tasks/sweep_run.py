@@ -1,7 +1,7 @@
 """The state of one ablation sweep: its MLflow parent run, the arm x seed runs' results, and the report.
 
-Runs (every arm at every seed) are `post-train` subflows nested under the sweep's MLflow run; stages
-they share are cache hits after the first run computes them. After each run, its final student's
+Runs (every arm at every seed) have MLflow parent runs nested under the sweep's; a stage they share
+is computed once and recorded as a cache hit in the others. After each run, its final student's
 per-problem scores are read from the eval stage's records, so the report can pair arms problem by
 problem. The report (arm table, comparison table, chart) goes to the Prefect UI as artifacts, to
 MLflow as artifacts and metrics of the sweep run, and to `runs/sweeps/<name>/<flow run>/`.
@@ -20,8 +20,8 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
+from sparse2dense.graph import current
 from sparse2dense.ledger import compare_budgets
-from sparse2dense.pipeline import plan_keys, plan_stages
 from sparse2dense.services import embedded_tracking_uri
 from sparse2dense.statistics import problem_scores
 from sparse2dense.sweep import ArmRun, SweepPlan, SweepSpec
@@ -37,12 +37,10 @@ from tasks.reporting import (
     sweep_rows,
 )
 
-FINAL_EVAL = "eval/student_final"
-
 
 def final_scores(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Benchmark -> problem id -> mean correctness, from the final eval stage's per-sample records."""
-    stage = summary["stages"].get(FINAL_EVAL)
+    stage = summary["stages"].get(current().final_eval)
     if not stage:
         return {}
     scores = {}
@@ -64,7 +62,6 @@ class SweepRun:
         self.sweep, self.runs, self.plan = sweep, runs, plan
         self.results: list[ArmSeed] = []
         self.errors: dict[str, str] = {}  # run label (arm@seedN) -> why it failed
-        self.forced_keys: set[str] = set()
         self.started = time.monotonic()
         base = sweep.base
         runs_dir = Path(base.runs_dir).resolve()
@@ -95,26 +92,17 @@ class SweepRun:
         self.dir = runs_dir / "sweeps" / sweep.name / (flow_run_id or self.parent_run_id)
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def forced_stages(self, run: ArmRun, force_rerun: list[str]) -> list[str]:
-        """The requested stages of this run whose keys no earlier run of this sweep has recomputed."""
-        keys = plan_keys(run.config)
-        chosen = []
-        for planned in plan_stages(run.config):
-            wanted = planned.name in force_rerun or str(planned.stage) in force_rerun
-            if wanted and keys[planned.name] not in self.forced_keys:
-                self.forced_keys.add(keys[planned.name])
-                chosen.append(planned.name)
-        return chosen
-
-    def record(self, run: ArmRun, state: Any) -> None:
-        summary, scores = None, {}
-        if state.is_completed():
-            summary = state.result()
-            scores = final_scores(summary)
-        else:
-            self.errors[run.label] = state.message or state.name
+    def record(self, run: ArmRun, summary: dict[str, Any], errors: dict[str, str]) -> None:
+        """One run's outcome: its summary and final scores, or why it failed."""
+        scores: dict[str, dict[str, float]] = {}
+        if errors:
+            self.errors[run.label] = "; ".join(f"{name}: {why}" for name, why in errors.items())
             get_run_logger().error("run %s failed: %s", run.label, self.errors[run.label])
-        self.results.append(ArmSeed(arm=run.arm, seed=run.seed, summary=summary, scores=scores))
+        else:
+            scores = final_scores(summary)
+        self.results.append(
+            ArmSeed(arm=run.arm, seed=run.seed, summary=None if errors else summary, scores=scores)
+        )
 
     def _pairs(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]], dict[str, str | None]]:
         """(each comparable arm vs the reference, the named comparisons among the arms run, verdicts)."""

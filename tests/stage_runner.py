@@ -54,7 +54,7 @@ class Runner:
         out = Path(spec.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "spec.json").write_text(spec.model_dump_json())
-        cmd = stage_command(stage, str(out / "spec.json"), None if local else config.get("launcher"))
+        cmd = stage_command(stage, str(out / "spec.json"), None if local else spec.inputs.launcher)
         proc = subprocess.run(
             cmd, capture_output=True, text=True, env=env or stage_env(), cwd=ROOT, timeout=600
         )

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from sparse2dense.config import ConfigError, PipelineConfig, load_config, semantic_dump
+from sparse2dense.config import ConfigError, PipelineConfig, load_config
+from sparse2dense.schema import semantic_dump
 
 CONFIGS = sorted(p for p in Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
 
@@ -76,8 +77,8 @@ def test_every_field_has_a_description():
 def test_the_description_check_finds_an_undocumented_field():
     from pydantic import BaseModel, Field
 
-    from sparse2dense.config import Section
     from sparse2dense.explain import undocumented_fields
+    from sparse2dense.schema import Section
 
     class Inner(Section):
         documented: int = 1

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from sparse2dense.config import ConfigError, LauncherSection, load_config, semantic_dump
+from sparse2dense.config import ConfigError, load_config
+from sparse2dense.graph import StageKind, current
 from sparse2dense.launch import (
-    TRAINING_STAGES,
     DeviceFacts,
     batch_fields,
     is_main_process,
@@ -16,6 +16,8 @@ from sparse2dense.launch import (
     world_size_of,
 )
 from sparse2dense.pipeline import plan_keys, stage_payload
+from sparse2dense.placement import LauncherSection
+from sparse2dense.schema import semantic_dump
 from sparse2dense.stages import Stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,19 +69,22 @@ def test_accelerate_command_for_training_stages():
         "/s/spec.json",
     ]
     # The JSON dump carried in SPEC.json gives the same command.
-    assert stage_command(Stage.TEACHER_RL, "/s/spec.json", launcher.model_dump(mode="json"), "py") == cmd
+    # what SPEC.json carries reads back to the same command
+    assert (
+        stage_command(Stage.TEACHER_RL, "/s/spec.json", LauncherSection(**launcher.model_dump()), "py") == cmd
+    )
 
 
 def test_optional_launcher_fields_are_left_out():
-    cmd = stage_command(Stage.OPD, "s.json", {"kind": "accelerate", "num_processes": 2}, python="py")
+    cmd = stage_command(Stage.OPD, "s.json", LauncherSection(kind="accelerate", num_processes=2), python="py")
     assert "--config_file" not in cmd and "--main_process_ip" not in cmd
     assert cmd[cmd.index("--num_processes") + 1] == "2"
     assert cmd[-3:] == ["-m", "sparse2dense.stages.opd", "s.json"]
 
 
-@pytest.mark.parametrize("stage", [s for s in Stage if s not in TRAINING_STAGES])
+@pytest.mark.parametrize("stage", [s for s in Stage if current().stage(s).kind is not StageKind.TRAINING])
 def test_generation_and_data_stages_always_run_local(stage):
-    launcher = {"kind": "accelerate", "num_processes": 8}
+    launcher = LauncherSection(kind="accelerate", num_processes=8)
     assert stage_command(stage, "s.json", launcher, python="py") == [
         "py",
         "-m",

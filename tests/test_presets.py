@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparse2dense.config import ConfigError, GRPOSection, OPDSection, WarmupSection, load_config
+from sparse2dense.config import ConfigError, load_config
 from sparse2dense.launch import DeviceFacts, world_size_of
-from sparse2dense.pipeline import launcher_payload, plan_stages, stage_payload
+from sparse2dense.pipeline import launcher_for_spec, plan_stages, stage_payload
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages import Stage
 
@@ -62,19 +62,15 @@ def render(cfg, tmp_path: Path, world: dict | None = None) -> dict[str, object]:
         if world is not None:
             world["size"] = facts.world_size
         out_dir = Path(spec.output_dir)
-        if planned.stage is Stage.BASE:
-            out[planned.name] = build_sft_config(config["train"], spec, out_dir, facts)
+        inputs = spec.inputs
+        if planned.stage == Stage.BASE:
+            out[planned.name] = build_sft_config(inputs.train, spec, out_dir, facts)
         elif planned.stage in (Stage.TEACHER_RL, Stage.STUDENT_RL):
-            out[planned.name] = build_grpo_config(
-                GRPOSection.model_validate(config["grpo"]), spec, out_dir, facts
-            )
-        elif planned.stage is Stage.WARMUP:
-            section = WarmupSection.model_validate(config["warmup"])
-            out[planned.name] = build_warmup_config(section, spec, out_dir, 7000, facts)
-        elif planned.stage is Stage.OPD:
-            out[planned.name] = build_distillation_config(
-                OPDSection.model_validate(config["opd"]), spec, out_dir, facts
-            )
+            out[planned.name] = build_grpo_config(inputs.grpo, spec, out_dir, facts)
+        elif planned.stage == Stage.WARMUP:
+            out[planned.name] = build_warmup_config(inputs.warmup, spec, out_dir, 7000, facts)
+        elif planned.stage == Stage.OPD:
+            out[planned.name] = build_distillation_config(inputs.opd, spec, out_dir, facts)
     return out
 
 
@@ -83,10 +79,9 @@ def test_preset_renders_every_training_stage(path, tmp_path, gpu_like):
     overrides = ["student_rl.enabled=true"]  # render the optional stage too
     cfg = load_config(path, overrides)
     rendered = render(cfg, tmp_path, gpu_like)
-    expected = {name for name, _, _ in cfg.global_batches()}
+    expected = {name for name, *_ in cfg.training_batches()}
     assert {name.split("/")[0] for name in rendered} == expected
-    world = world_size_of(cfg.launcher, "opd")
-    for name, global_batch, memory in cfg.global_batches():
+    for name, global_batch, memory, world in cfg.training_batches():
         for stage_name, args in rendered.items():
             if stage_name.split("/")[0] != name:
                 continue
@@ -164,7 +159,7 @@ def test_gpu_preset_matches_the_paper(path):
     )
     assert cfg.eval.max_new_tokens == 16384
     assert cfg.launcher.kind == "accelerate" and cfg.launcher.num_processes == 8
-    assert Path(launcher_payload(cfg.launcher)["config_file"]).is_file()
+    assert Path(launcher_for_spec(cfg.launcher).config_file).is_file()
     header = path.read_text().splitlines()[:12]
     assert any(f"s2d run configs/{path.name}" in line for line in header)
 

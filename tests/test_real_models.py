@@ -158,7 +158,7 @@ def test_grpo_trainer_sees_the_eval_prompt_ids(models, tmp_path, family):
     section = GRPOSection(steps=2, prompts_per_step=2, num_generations=2, max_completion_length=8)
     spec = _spec(Stage.TEACHER_RL, tmp_path, "grpo", section, kwargs)
     args = build_grpo_config(section, spec, tmp_path, CPU)
-    conversations = prompt_conversations(PROBLEMS, spec.config["prompt"])
+    conversations = prompt_conversations(PROBLEMS, spec.inputs.prompt)
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(models[family]),
         reward_funcs=correctness_reward,
@@ -187,7 +187,7 @@ def test_distillation_trainer_sees_the_eval_prompt_ids(models, tmp_path, family)
     kwargs = NO_THINKING if family == "qwen3" else {}
     section = OPDSection(steps=2, prompts_per_step=2, max_completion_length=8)
     spec = _spec(Stage.OPD, tmp_path, "opd", section, kwargs)
-    conversations = prompt_conversations(PROBLEMS, spec.config["prompt"])
+    conversations = prompt_conversations(PROBLEMS, spec.inputs.prompt)
     trainer = DistillationTrainer(
         model=AutoModelForCausalLM.from_pretrained(models[family]),
         teacher_model=AutoModelForCausalLM.from_pretrained(models[family]),

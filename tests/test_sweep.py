@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sparse2dense.config import GRPO_RECIPE, ConfigError, load_config, semantic_dump
+from sparse2dense.config import GRPO_RECIPE, ConfigError, load_config
 from sparse2dense.ledger import Ledger, compare_budgets
 from sparse2dense.pipeline import plan_keys
+from sparse2dense.schema import semantic_dump
 from sparse2dense.sweep import (
     Arm,
     Comparison,

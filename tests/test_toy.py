@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from sparse2dense.config import ToyTask
+from sparse2dense.config import BaseSection, ToyTask
 from sparse2dense.grading import grade_completion
 from sparse2dense.toy import build_tokenizer, difficulty_of, generate_task, worked_solution
 
@@ -78,7 +78,8 @@ def test_student_pretraining_text_holds_only_the_short_sums():
         min_terms=4, max_terms=8, max_operand=9, num_base=800, num_labeled=8, num_unlabeled=8, num_test=8
     )
     base = generate_task(task, seed=3)["base"]
-    short = pretraining_text(base, {"max_terms": 6})
+    train = BaseSection(student_max_terms=6)
+    short = pretraining_text(base, train.for_role("student"))
     assert {difficulty_of(r["problem"]) for r in short} == {4, 5, 6}
     assert short == [r for r in base if r["metadata"]["difficulty"] <= 6]
-    assert pretraining_text(base, {"steps": 10}) == base
+    assert pretraining_text(base, train.for_role("teacher")) == base

@@ -14,13 +14,13 @@ from pathlib import Path
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from sparse2dense.config import MemoryPlan, ToyArchitecture
+from sparse2dense.config import BaseTraining
 from sparse2dense.data import load_records
+from sparse2dense.graph import BaseInputs, Stage
 from sparse2dense.launch import DeviceFacts, batch_fields
 from sparse2dense.models import save_trained
 from sparse2dense.prompts import render_prompts
 from sparse2dense.spec import StageSpec
-from sparse2dense.stages import Stage
 from sparse2dense.stages.program import (
     StageOutput,
     latest_checkpoint,
@@ -33,37 +33,37 @@ from sparse2dense.toy import build_model, build_tokenizer, difficulty_of
 
 
 def build_sft_config(
-    train: dict, spec: StageSpec, out_dir: Path, facts: DeviceFacts | None = None
+    train: BaseTraining, spec: StageSpec, out_dir: Path, facts: DeviceFacts | None = None
 ) -> SFTConfig:
     """Our base-section names mapped onto TRL's SFTConfig: `batch_size` sequences over all processes
     per optimizer step (`facts`: the hardware, detected when not given)."""
     facts = facts or DeviceFacts.detect()
-    memory = MemoryPlan.model_validate(train.get("memory") or {})
-    save_steps = max(train["steps"] // 2, 1)
+    memory = train.memory
+    save_steps = max(train.steps // 2, 1)
     return SFTConfig(
-        **training_args(spec, out_dir, train["logging_steps"], save_steps, memory, facts),
-        **batch_fields(train["batch_size"], memory, facts, f"{spec.name}.memory"),
-        max_steps=train["steps"],
-        learning_rate=train["learning_rate"],
+        **training_args(spec, out_dir, train.logging_steps, save_steps, memory, facts),
+        **batch_fields(train.batch_size, memory, facts, f"{spec.name}.memory"),
+        max_steps=train.steps,
+        learning_rate=train.learning_rate,
         lr_scheduler_type="cosine",
-        warmup_steps=max(train["steps"] // 20, 1),
+        warmup_steps=max(train.steps // 20, 1),
         weight_decay=0.0,
         completion_only_loss=True,
         max_length=None,
     )
 
 
-def pretraining_text(records: list[dict], train: dict) -> list[dict]:
-    """The base split, cut to sums of at most `train["max_terms"]` terms when given (the student's
+def pretraining_text(records: list[dict], train: BaseTraining) -> list[dict]:
+    """The base split, cut to sums of at most `train.max_terms` terms when given (the student's
     narrower pre-training text, `base.student_max_terms`)."""
-    if train.get("max_terms") is None:
+    if train.max_terms is None:
         return records
-    return [r for r in records if difficulty_of(r["problem"]) <= train["max_terms"]]
+    return [r for r in records if difficulty_of(r["problem"]) <= train.max_terms]
 
 
 def run_base(spec: StageSpec, out_dir: Path) -> StageOutput:
-    train, prompt = spec.config["train"], spec.config["prompt"]
-    arch = ToyArchitecture.model_validate(spec.config["models"]["policy"]["toy"])
+    inputs = spec.inputs_of(BaseInputs)
+    train, prompt, arch = inputs.train, inputs.prompt, inputs.models["policy"].toy
     tokenizer = build_tokenizer()
     model = build_model(arch, tokenizer, spec.seed)
     records = pretraining_text(load_records(spec.upstream_path("data") / "splits/base.jsonl"), train)

@@ -18,8 +18,8 @@ from pathlib import Path
 from sparse2dense.config import DataSection
 from sparse2dense.data import load_benchmark, save_records, split_labeled, strip_labels
 from sparse2dense.decontamination import EvalIndex, decontaminate, normalize_problem
+from sparse2dense.graph import DataPrepInputs, Stage
 from sparse2dense.spec import StageSpec
-from sparse2dense.stages import Stage
 from sparse2dense.stages.program import StageOutput, run_stage
 from sparse2dense.toy import generate_task
 
@@ -73,7 +73,7 @@ def deduplicate(records: list) -> list:
 
 
 def run_data_prep(spec: StageSpec, out_dir: Path) -> StageOutput:
-    section = DataSection.model_validate(spec.config["data"])
+    section = spec.inputs_of(DataPrepInputs).data
     prepared = prepare_toy(section, spec.seed) if section.kind == "toy" else prepare_math(section, spec.seed)
     prepared, removed = decontaminate_splits(prepared, section.decontamination_ngram)
     (out_dir / "decontamination.json").write_text(json.dumps(removed, indent=1))

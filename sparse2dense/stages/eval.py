@@ -16,15 +16,14 @@ import functools
 import json
 from pathlib import Path
 
-from sparse2dense.config import EvalSection
 from sparse2dense.data import load_records, save_records
 from sparse2dense.generation import SamplingParams, backend_info, open_generator, resolve_backend
 from sparse2dense.grading import Verdict, grade_completion
+from sparse2dense.graph import EvalInputs, Stage
 from sparse2dense.metrics import summarize
 from sparse2dense.models import load_tokenizer
 from sparse2dense.prompts import render_prompts
 from sparse2dense.spec import StageSpec
-from sparse2dense.stages import Stage
 from sparse2dense.stages.program import ShardedGeneration, StageOutput, run_stage, shard_seed
 
 
@@ -73,8 +72,8 @@ def sample_and_grade(generator, sampling: SamplingParams, label: str, index: int
 
 
 def run_eval(spec: StageSpec, out_dir: Path) -> StageOutput:
-    section = EvalSection.model_validate(spec.config["eval"])
-    prompt = spec.config["prompt"]
+    inputs = spec.inputs_of(EvalInputs)
+    section, prompt = inputs.eval, inputs.prompt
     backend = resolve_backend(section.backend)
     tokenizer = load_tokenizer(spec, "model")
     generator = open_generator(

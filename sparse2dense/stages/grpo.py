@@ -22,6 +22,7 @@ from trl import GRPOConfig, GRPOTrainer
 from sparse2dense.config import GRPOSection
 from sparse2dense.data import load_records
 from sparse2dense.grading import correctness_reward
+from sparse2dense.graph import GRPOInputs
 from sparse2dense.launch import DeviceFacts, batch_fields
 from sparse2dense.models import load_model, load_tokenizer, save_trained
 from sparse2dense.prompts import prompt_conversations
@@ -51,7 +52,7 @@ def build_grpo_config(
         **batches,
         steps_per_generation=batches["gradient_accumulation_steps"] * section.steps_per_generation,
         num_iterations=section.num_iterations,
-        chat_template_kwargs=dict(spec.config["prompt"]["chat_template_kwargs"]),
+        chat_template_kwargs=dict(spec.inputs_of(GRPOInputs).prompt.chat_template_kwargs),
         max_steps=section.steps,
         learning_rate=section.learning_rate,
         weight_decay=section.weight_decay,
@@ -93,8 +94,8 @@ def labeled_records(splits: Path, labels: str, seed: int) -> list[dict]:
 
 
 def run_grpo(spec: StageSpec, out_dir: Path) -> StageOutput:
-    section = GRPOSection.model_validate(spec.config["grpo"])
-    prompt = spec.config["prompt"]
+    inputs = spec.inputs_of(GRPOInputs)
+    section, prompt = inputs.grpo, inputs.prompt
     args = build_grpo_config(section, spec, out_dir)  # first: under ZeRO-3 it shards the loading
     tokenizer = load_tokenizer(spec, "policy")
     model = load_model(spec, "policy", trainable=True)

@@ -26,13 +26,13 @@ from sparse2dense.config import OPDSection
 from sparse2dense.data import load_records
 from sparse2dense.diagnostics import MeasureBeforeTraining, measure_divergence
 from sparse2dense.generation import SamplingParams, generate
+from sparse2dense.graph import OPDInputs, Stage
 from sparse2dense.launch import DeviceFacts, batch_fields
 from sparse2dense.losses import bound_divergence_tiles
 from sparse2dense.models import load_model, load_tokenizer, save_trained
 from sparse2dense.preflight import check_tokenizers
 from sparse2dense.prompts import prompt_conversations, render_prompts
 from sparse2dense.spec import StageSpec
-from sparse2dense.stages import Stage
 from sparse2dense.stages.program import (
     CHECKPOINTS,
     StageOutput,
@@ -66,7 +66,7 @@ def build_distillation_config(
         vllm_gpu_memory_utilization=section.vllm_gpu_memory_utilization,
         vllm_tensor_parallel_size=section.vllm_tensor_parallel_size,
         vllm_server_base_url=section.vllm_server_base_url,
-        chat_template_kwargs=dict(spec.config["prompt"]["chat_template_kwargs"]),
+        chat_template_kwargs=dict(spec.inputs_of(OPDInputs).prompt.chat_template_kwargs),
     )
 
 
@@ -98,8 +98,8 @@ def student_sample_divergence(
 
 
 def run_opd(spec: StageSpec, out_dir: Path) -> StageOutput:
-    section = OPDSection.model_validate(spec.config["opd"])
-    prompt = spec.config["prompt"]
+    inputs = spec.inputs_of(OPDInputs)
+    section, prompt = inputs.opd, inputs.prompt
     tokenizer = load_tokenizer(spec, "student")
     check_tokenizers(load_tokenizer(spec, "teacher"), tokenizer)
     args = build_distillation_config(section, spec, out_dir)  # first: under ZeRO-3 it shards the loading

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sparse2dense.graph import Stage, current
 from sparse2dense.launch import (
     DeviceFacts,
     is_main_process,
@@ -32,7 +33,6 @@ from sparse2dense.launch import (
     process_world_size,
 )
 from sparse2dense.spec import StageSpec, load_spec, result_problem
-from sparse2dense.stages import Stage
 from sparse2dense.stages.resume import (
     CHECKPOINTS,
     ShardedGeneration,
@@ -117,8 +117,8 @@ def run_stage(stage: Stage, body: Callable[[StageSpec, Path], StageOutput]) -> N
     if len(sys.argv) != 2:
         sys.exit(f"usage: python -m sparse2dense.stages.{stage} SPEC.json")
     spec = load_spec(sys.argv[1])
-    if spec.stage is not stage:
-        sys.exit(f"spec is for stage {spec.stage}, this program runs {stage}")
+    if current().stage(spec.stage).program != stage:
+        sys.exit(f"spec is for stage {spec.stage}, whose program is not {stage}")
     out_dir = Path(spec.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / MANIFEST).exists():

@@ -3,7 +3,7 @@
 python -m sparse2dense.stages.student_rl SPEC.json
 """
 
-from sparse2dense.stages import Stage
+from sparse2dense.graph import Stage
 from sparse2dense.stages.grpo import run_grpo
 from sparse2dense.stages.program import run_stage
 

@@ -15,13 +15,12 @@ import functools
 import random
 from pathlib import Path
 
-from sparse2dense.config import RolloutSection
 from sparse2dense.data import load_records, save_records
 from sparse2dense.generation import SamplingParams, open_generator, resolve_backend
+from sparse2dense.graph import RolloutInputs, Stage
 from sparse2dense.models import load_tokenizer
 from sparse2dense.prompts import render_prompts
 from sparse2dense.spec import StageSpec
-from sparse2dense.stages import Stage
 from sparse2dense.stages.program import ShardedGeneration, StageOutput, run_stage, shard_seed
 
 
@@ -48,8 +47,8 @@ def sample_shard(generator, tokenizer, sampling: SamplingParams, index: int, sha
 
 
 def run_teacher_rollouts(spec: StageSpec, out_dir: Path) -> StageOutput:
-    section = RolloutSection.model_validate(spec.config["rollouts"])
-    prompt = spec.config["prompt"]
+    inputs = spec.inputs_of(RolloutInputs)
+    section, prompt = inputs.rollouts, inputs.prompt
     tokenizer = load_tokenizer(spec, "teacher")
     generator = open_generator(
         spec,

@@ -26,12 +26,12 @@ from trl.trainer.utils import pad
 from sparse2dense.config import WarmupSection
 from sparse2dense.data import load_records
 from sparse2dense.diagnostics import MeasureBeforeTraining, measure_divergence
+from sparse2dense.graph import Stage, WarmupInputs
 from sparse2dense.launch import DeviceFacts, batch_fields
 from sparse2dense.losses import bound_divergence_tiles
 from sparse2dense.models import load_model, load_tokenizer, save_trained
 from sparse2dense.preflight import check_tokenizers
 from sparse2dense.spec import StageSpec
-from sparse2dense.stages import Stage
 from sparse2dense.stages.program import (
     CHECKPOINTS,
     StageOutput,
@@ -168,7 +168,7 @@ def prepared_teacher(trainer, teacher):
 
 
 def run_warmup(spec: StageSpec, out_dir: Path) -> StageOutput:
-    section = WarmupSection.model_validate(spec.config["warmup"])
+    section = spec.inputs_of(WarmupInputs).warmup
     tokenizer = load_tokenizer(spec, "student")
     check_tokenizers(load_tokenizer(spec, "teacher"), tokenizer)
     rollouts = spec.upstream_path("rollouts") / "rollouts"
