@@ -7,7 +7,6 @@ and checks that the result equals the reference exactly: same model files, same 
 manifest digest.
 """
 
-import asyncio
 import json
 import math
 import os
@@ -35,6 +34,7 @@ from sparse2dense.stages.resume import (
 )
 from sparse2dense.store import MANIFEST, manifest_digest, read_manifest, stage_dir
 from tests.conftest import MICRO, ROOT, TOY
+from tests.observe import finished_task_runs, processes_running
 
 # The smallest pipeline with an opd stage: no teacher RL, no warmup, short base training. opd takes
 # 4 steps with a checkpoint every 2; eval has 2 shards of 8 problems.
@@ -176,18 +176,6 @@ def test_injected_crash_then_rerun_resumes_opd_from_its_checkpoint(reference, wo
     assert [m.step for m in client.get_metric_history(opd["mlflow_run_id"], "loss")] == [3, 4]
 
 
-def _processes_running(module: str, under: Path) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if module in args and any(str(under) in a for a in args):
-            found.append(int(proc.name))
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the stage process in /proc")
 def test_sigkill_from_outside_is_resumed_by_the_task_retry(reference, workdir):
     from prefect.settings import PREFECT_API_URL
@@ -206,7 +194,7 @@ def test_sigkill_from_outside_is_resumed_by_the_task_retry(reference, workdir):
         while not (opd_dir / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file():
             assert flow.poll() is None and time.monotonic() < deadline, "opd never saved a checkpoint"
             time.sleep(0.1)
-        (pid,) = _processes_running("sparse2dense.stages.opd", opd_dir)
+        (pid,) = processes_running("sparse2dense.stages.opd", opd_dir)
         os.kill(pid, signal.SIGKILL)
         killed_at = int(Path(latest_checkpoint(opd_dir)).name.split("-")[1])
         output, _ = flow.communicate(timeout=600)
@@ -239,22 +227,8 @@ def test_eval_killed_after_a_shard_keeps_it_on_retry(reference, workdir, monkeyp
     assert _task_run_counts(summary["flow_run_id"])["eval/student_final"] == 2  # one flow run, two attempts
 
 
-def _task_run_counts(flow_run_id: str, timeout_s: float = 60) -> dict[str, int]:
-    """Attempts per task run of a finished flow run. Task run states reach the server as events,
-    processed asynchronously: wait until every task run shows its final state."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    async def fetch():
-        async with get_client() as client:
-            return await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-            )
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        runs = asyncio.run(fetch())
-        if all(t.state and t.state.is_final() for t in runs) or time.monotonic() > deadline:
-            # a stage whose stored result was removed shows a `Cached` lookup before its real run
-            return {t.name: max(r.run_count for r in runs if r.name == t.name) for t in runs}
-        time.sleep(1)
+def _task_run_counts(flow_run_id: str) -> dict[str, int]:
+    """Attempts per task run of a finished flow run."""
+    runs = finished_task_runs(flow_run_id)
+    # a stage whose stored result was removed shows a `Cached` lookup before its real run
+    return {t.name: max(r.run_count for r in runs if r.name == t.name) for t in runs}

@@ -23,7 +23,9 @@ from sparse2dense.sweep import (
     sweep_plan,
 )
 from tasks.reporting import ArmSeed, comparison_rows, paired_deltas, render_sweep_plot, sweep_rows
+from tasks.stages import STAGE_TAG
 from tests.conftest import MICRO, ROOT, TOY
+from tests.observe import KillAtCheckpoint, finished_task_runs, most_at_once
 
 SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
 TOY_SWEEP = ROOT / "configs" / "sweeps" / "toy-ablations.yaml"
@@ -287,21 +289,30 @@ MICRO_ARMS = {
 
 @pytest.fixture(scope="module")
 def micro_sweep(prefect_server, tmp_path_factory):
+    """The micro sweep on two stages at once, one of its OPD stages SIGKILLed from outside after its
+    first checkpoint: returns (sweep, report, the killed stage's directory)."""
     from flows.sweep import ablation_sweep
 
     work = tmp_path_factory.mktemp("sweep")
-    base = load_config(TOY, [*MICRO, f"store_dir={work / 'store'}", f"runs_dir={work / 'runs'}"])
+    paths = [f"store_dir={work / 'store'}", f"runs_dir={work / 'runs'}"]
+    base = load_config(TOY, [*MICRO, *paths, "schedule.max_parallel=2", "opd.checkpoint_every=2"])
     sweep = SweepSpec(
         name="micro-sweep",
         base=base,
         arms=MICRO_ARMS,
         comparisons=[Comparison(a="full_bridge", b="no_opd"), Comparison(a="no_warmup", b="no_opd")],
     )
-    return sweep, ablation_sweep(sweep)
+    killer = KillAtCheckpoint(work / "store", "opd", step=2)
+    killer.start()
+    try:
+        report = ablation_sweep(sweep)
+    finally:
+        killer.stop.set()
+    return sweep, report, killer.killed
 
 
 def test_sweep_computes_each_distinct_stage_once(micro_sweep):
-    sweep, report = micro_sweep
+    sweep, report, _ = micro_sweep
     plan = report["plan"]
     assert plan["distinct_stage_keys"] == 14 and plan["naive_stage_count"] == 11 + 10 + 9
     assert report["computed_stages"] == plan["distinct_stage_keys"]
@@ -323,7 +334,7 @@ def test_sweep_computes_each_distinct_stage_once(micro_sweep):
 
 
 def test_sweep_report_lands_in_the_dir_mlflow_and_prefect(micro_sweep):
-    sweep, report = micro_sweep
+    sweep, report, _ = micro_sweep
     out = Path(report["report_dir"])
     assert {"report.md", "report.csv", "report.png", "sweep.json"} <= {p.name for p in out.iterdir()}
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -355,3 +366,21 @@ def test_sweep_report_lands_in_the_dir_mlflow_and_prefect(micro_sweep):
         )
     assert found and len(json.loads(found[0].data)) == len(MICRO_ARMS)
     assert named and json.loads(named[0].data)[0]["comparison"] == "full_bridge - no_opd"
+
+
+def test_sweep_runs_two_stages_at_once_and_resumes_a_killed_one(micro_sweep):
+    sweep, report, killed = micro_sweep
+    assert killed is not None, "no opd stage reached its first checkpoint to be killed"
+    assert not report["errors"]
+    entries = [e for r in report["runs"] for e in r["summary"]["stages"].values() if e["path"] == str(killed)]
+    # the killed stage was computed once (its task's retry), resumed from the checkpoint, and shared
+    assert [e["status"] for e in entries].count("computed") == 1
+    assert {e["resumed_from_step"] for e in entries} == {2}
+    flow_run_id = report["runs"][0]["summary"]["flow_run_id"]
+    assert {r["summary"]["flow_run_id"] for r in report["runs"]} == {flow_run_id}  # one flow run
+    task_runs = finished_task_runs(flow_run_id)
+    stages = [t for t in task_runs if STAGE_TAG in t.tags]
+    assert max(t.run_count for t in stages if t.name.startswith("opd")) == 2  # killed, then retried
+    assert most_at_once(stages) == sweep.base.schedule.max_parallel == 2
+    # each stage's task run carries the run it belongs to
+    assert any(t.name == f"eval/student_final [no_opd@seed{sweep.base.seed}]" for t in stages)
