@@ -1,1 +1,1 @@
-"""Prefect flows: they only sequence tasks."""
+"""Prefect flows: they only sequence tasks; and `s2d`, the command line above them (`flows/cli.py`)."""

@@ -14,8 +14,9 @@ from typing import Any, Literal
 from prefect import flow
 
 from flows.post_train import complete
-from sparse2dense.config import ModelSpec, PipelineConfig
+from sparse2dense.config import PipelineConfig
 from sparse2dense.pipeline import plan_evaluation
+from sparse2dense.sections import ModelSpec
 from tasks.registry import resolve_model_source
 from tasks.run_context import PipelineRun
 

@@ -24,7 +24,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sparse2dense.config import (
+from sparse2dense.placement import LauncherSection
+from sparse2dense.schema import NON_SEMANTIC, Section
+from sparse2dense.sections import (
     BaseTraining,
     DataSection,
     EvalSection,
@@ -34,8 +36,6 @@ from sparse2dense.config import (
     RolloutSection,
     WarmupSection,
 )
-from sparse2dense.placement import LauncherSection
-from sparse2dense.schema import NON_SEMANTIC, Section
 
 
 class Stage(StrEnum):

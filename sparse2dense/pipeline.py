@@ -9,14 +9,16 @@ part (`schema.semantic_dump`: the launcher and other placement settings are left
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from sparse2dense.config import PipelineConfig
 from sparse2dense.graph import PromptFormat, Stage, StageInputs, StageKind, Step, current
 from sparse2dense.placement import LauncherSection
 from sparse2dense.schema import semantic_dump
+
+if TYPE_CHECKING:  # the config validates itself against the plan: it imports this module
+    from sparse2dense.config import PipelineConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

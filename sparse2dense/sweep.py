@@ -20,10 +20,11 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sparse2dense.config import GRPO_RECIPE, PipelineConfig, validate_config
+from sparse2dense.config import PipelineConfig, validate_config
 from sparse2dense.config_files import ConfigError, apply_overrides, format_errors, read_yaml_mapping
 from sparse2dense.graph import current
 from sparse2dense.pipeline import plan_keys
+from sparse2dense.sections import GRPO_RECIPE
 
 
 def _optional_stage(stage: str) -> str:

@@ -8,7 +8,8 @@ otherwise the task is re-run with `refresh_cache` and a warning. The task
 body launches the stage program as a subprocess (fresh process: GPU memory freed, crashes isolated),
 streams its output to the Prefect log, and mirrors metrics and records into the stage's MLflow run.
 A failed stage is retried `S2D_TASK_RETRIES` times (default 1); a retry, like a rerun of the flow,
-resumes the stage from its checkpoints or finished shards.
+resumes the stage from its checkpoints or finished shards. There is one task per stage of the graph
+(`stage_task`), tagged `s2d-stage`; `tasks/fanout.py` submits them.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ def _s2d(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env.pop("PREFECT_API_URL", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run(
-        [sys.executable, "-m", "sparse2dense.cli", *args],
+        [sys.executable, "-m", "flows.cli", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -32,7 +32,7 @@ def _launch(workdir: Path, name: str, extra: list[str] | None = None) -> subproc
     env = os.environ | {"PREFECT_API_URL": PREFECT_API_URL.value(), "HF_HUB_OFFLINE": "1"}
     log = open(workdir / f"{name}.log", "w")  # noqa: SIM115  (closed with the process)
     return subprocess.Popen(
-        [sys.executable, "-m", "sparse2dense.cli", "run", str(TOY), *sets],
+        [sys.executable, "-m", "flows.cli", "run", str(TOY), *sets],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -2,8 +2,8 @@
 
 import json
 
+from flows.cli import main
 from sparse2dense import grader_pool
-from sparse2dense.cli import main
 
 RECORDS = [
     {"id": "boxed", "gold": r"\frac{1}{2}", "pred": r"so it is \boxed{0.5}."},

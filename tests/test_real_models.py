@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sparse2dense.config import GRPOSection, OPDSection, WarmupSection
 from sparse2dense.launch import DeviceFacts
 from sparse2dense.prompts import encode_prompt, prompt_conversations, render_prompt
+from sparse2dense.sections import GRPOSection, OPDSection, WarmupSection
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages import Stage
 from tests.tiny_models import (
@@ -128,8 +128,8 @@ def test_generation_stops_at_either_eos(models, qwen_tok):
 
 
 def test_preflight_on_real_tokenizers(qwen_tok):
-    from sparse2dense.config import ModelSpec
     from sparse2dense.preflight import TokenizerMismatch, check_configured_models, compare_tokenizers
+    from sparse2dense.sections import ModelSpec
 
     assert compare_tokenizers(qwen_tok, qwen_tok) == []
     qwen = ModelSpec(name_or_path=str(QWEN3))
@@ -243,8 +243,8 @@ def _fraction_changed(before: Path, after: Path) -> float:
 def test_bf16_student_keeps_fp32_master_weights(models, tmp_path):
     """At lr 1e-6 AdamW's step (~1e-6 per weight) is below bf16's resolution at the weights' scale:
     on bf16 weights ~2% of them change; on fp32 master copies (bf16 autocast) nearly all do."""
-    from sparse2dense.config import ModelSpec
     from sparse2dense.models import load_model, load_tokenizer
+    from sparse2dense.sections import ModelSpec
     from sparse2dense.stages.warmup import build_trainer, build_warmup_config
 
     tok_spec = StageSpec(

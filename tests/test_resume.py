@@ -188,7 +188,7 @@ def test_sigkill_from_outside_is_resumed_by_the_task_retry(reference, workdir):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.pop("S2D_FAIL_AT", None)
     env.pop("S2D_TASK_RETRIES", None)  # the default: one retry
-    cmd = [sys.executable, "-m", "sparse2dense.cli", "run", str(TOY), *sets]
+    cmd = [sys.executable, "-m", "flows.cli", "run", str(TOY), *sets]
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as flow:
         deadline = time.monotonic() + 300
         while not (opd_dir / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file():

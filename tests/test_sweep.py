@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sparse2dense.config import GRPO_RECIPE, ConfigError, load_config
+from sparse2dense.config import ConfigError, load_config
 from sparse2dense.ledger import Ledger, compare_budgets
 from sparse2dense.pipeline import plan_keys
 from sparse2dense.schema import semantic_dump
+from sparse2dense.sections import GRPO_RECIPE
 from sparse2dense.sweep import (
     Arm,
     Comparison,
@@ -261,7 +262,7 @@ def test_the_sweep_chart_draws_seeds_failed_runs_and_deltas(tmp_path):
 
 
 def test_the_cli_plans_a_sweep_at_the_seeds_it_is_given(capsys):
-    from sparse2dense.cli import main
+    from flows.cli import main
 
     assert (
         main(["sweep", str(TOY_SWEEP), "--plan", "--seeds", "5,6", "--arm", "full_bridge", "--arm", "no_opd"])

@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from sparse2dense.config import BaseSection, ToyTask
 from sparse2dense.grading import grade_completion
+from sparse2dense.sections import BaseSection, ToyTask
 from sparse2dense.toy import build_tokenizer, difficulty_of, generate_task, worked_solution
 
 

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from sparse2dense.config import ToyArchitecture, WarmupSection
 from sparse2dense.losses import compute_forward_kl
+from sparse2dense.sections import ToyArchitecture, WarmupSection
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages import Stage
 from sparse2dense.stages import warmup as warmup_stage

@@ -14,12 +14,12 @@ from pathlib import Path
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from sparse2dense.config import BaseTraining
 from sparse2dense.data import load_records
 from sparse2dense.graph import BaseInputs, Stage
 from sparse2dense.launch import DeviceFacts, batch_fields
 from sparse2dense.models import save_trained
 from sparse2dense.prompts import render_prompts
+from sparse2dense.sections import BaseTraining
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages.program import (
     StageOutput,

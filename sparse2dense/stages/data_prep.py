@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sparse2dense.config import DataSection
 from sparse2dense.data import load_benchmark, save_records, split_labeled, strip_labels
 from sparse2dense.decontamination import EvalIndex, decontaminate, normalize_problem
 from sparse2dense.graph import DataPrepInputs, Stage
+from sparse2dense.sections import DataSection
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages.program import StageOutput, run_stage
 from sparse2dense.toy import generate_task

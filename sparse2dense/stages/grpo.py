@@ -19,13 +19,13 @@ from pathlib import Path
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from sparse2dense.config import GRPOSection
 from sparse2dense.data import load_records
 from sparse2dense.grading import correctness_reward
 from sparse2dense.graph import GRPOInputs
 from sparse2dense.launch import DeviceFacts, batch_fields
 from sparse2dense.models import load_model, load_tokenizer, save_trained
 from sparse2dense.prompts import prompt_conversations
+from sparse2dense.sections import GRPOSection
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages.program import StageOutput, latest_checkpoint, training_args, training_callbacks
 

@@ -22,7 +22,6 @@ from datasets import Dataset
 from trl import DistillationConfig, DistillationTrainer
 from trl.models import unwrap_model_for_generation
 
-from sparse2dense.config import OPDSection
 from sparse2dense.data import load_records
 from sparse2dense.diagnostics import MeasureBeforeTraining, measure_divergence
 from sparse2dense.generation import SamplingParams, generate
@@ -32,6 +31,7 @@ from sparse2dense.losses import bound_divergence_tiles
 from sparse2dense.models import load_model, load_tokenizer, save_trained
 from sparse2dense.preflight import check_tokenizers
 from sparse2dense.prompts import prompt_conversations, render_prompts
+from sparse2dense.sections import OPDSection
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages.program import (
     CHECKPOINTS,

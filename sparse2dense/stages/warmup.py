@@ -23,7 +23,6 @@ from datasets import Dataset
 from trl import DistillationConfig, DistillationTrainer, SFTConfig, SFTTrainer
 from trl.trainer.utils import pad
 
-from sparse2dense.config import WarmupSection
 from sparse2dense.data import load_records
 from sparse2dense.diagnostics import MeasureBeforeTraining, measure_divergence
 from sparse2dense.graph import Stage, WarmupInputs
@@ -31,6 +30,7 @@ from sparse2dense.launch import DeviceFacts, batch_fields
 from sparse2dense.losses import bound_divergence_tiles
 from sparse2dense.models import load_model, load_tokenizer, save_trained
 from sparse2dense.preflight import check_tokenizers
+from sparse2dense.sections import WarmupSection
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages.program import (
     CHECKPOINTS,

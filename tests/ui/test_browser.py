@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparse2dense.config import BaseSection, load_config
+from sparse2dense.config import load_config
 from sparse2dense.pipeline import plan_stages
+from sparse2dense.sections import BaseSection
 from tests.conftest import MICRO, ROOT, TOY
 
 pytestmark = pytest.mark.ui
@@ -53,7 +54,7 @@ def _free_port() -> int:
 
 def _s2d(*args: str, env: dict[str, str], timeout: float = 300) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "sparse2dense.cli", *args],
+        [sys.executable, "-m", "flows.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -121,7 +122,7 @@ def stack(tmp_path):
         api = f"http://127.0.0.1:{prefect_port}/api"
         serve_log = open(tmp_path / "serve.log", "w")  # noqa: SIM115  (closed below)
         serve = subprocess.Popen(
-            [sys.executable, "-m", "sparse2dense.cli", "serve", "--config", str(config_path)],
+            [sys.executable, "-m", "flows.cli", "serve", "--config", str(config_path)],
             cwd=ROOT,
             env=env | {"PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "prefect-home")},
             stdout=serve_log,
