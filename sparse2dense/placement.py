@@ -58,7 +58,9 @@ class ScheduleSection(Section):
     A pipeline, or a sweep's runs all together, start every stage as soon as the stages it reads
     are done, up to `max_parallel` at a time: evaluations beside the next training stage, the arms
     of a sweep side by side. A stage takes the GPUs it needs (one per training process, or a vLLM
-    engine's tensor-parallel size) from `gpus`, and waits while they are taken.
+    engine's tensor-parallel size) from `gpus`, and waits while they are taken. With
+    `stage_deployment`, each stage runs as a flow run of that deployment instead (a pod of its own
+    on a Kubernetes pool, asking for its GPUs) and the pool places it.
     """
 
     max_parallel: Positive = 1
@@ -69,3 +71,7 @@ class ScheduleSection(Section):
     """Let stages share GPUs (off: a stage has its GPUs to itself while it runs)."""
     threads_per_stage: Positive | None = None
     """CPU threads of each stage process (none: torch's default alone, cores / max_parallel side by side)."""
+    stage_deployment: str | None = None
+    """Run each stage as a flow run of this `run-stage` deployment, e.g. run-stage/run-stage-k8s (none: here)."""
+    stage_gpu_variable: str | None = None
+    """Job variable of that deployment's pool that takes a stage's GPU count (gpus on infra/'s Kubernetes pool)."""

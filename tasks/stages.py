@@ -229,3 +229,20 @@ def unusable_hit(request: StageRequest, state: Any) -> str | None:
     if state.name != "Cached":
         return None
     return result_problem(spec, stage_dir(Path(request.store), str(spec.stage), spec.key))
+
+
+def run_in_place(request: StageRequest, name: str, force: bool = False) -> StageOutcome:
+    """Run (or reuse) one stage here and wait: its task, and again with `refresh_cache` when a cache
+    hit's directory no longer verifies (the `run-stage` flow's body)."""
+    started = time.monotonic()
+    state = configured_task(request, name, force)(request, return_state=True)
+    if problem := unusable_hit(request, state):
+        get_run_logger().warning("stage %s: cached result unusable (%s); recomputing", name, problem)
+        state = configured_task(request, name, force=True)(request, return_state=True)
+    status = "cached" if state.name == "Cached" else "computed"
+    return StageOutcome(result=state.result(), status=status, wall_s=time.monotonic() - started)
+
+
+def outcome_path(store: str | Path, flow_run_id: str) -> Path:
+    """Where a `run-stage` flow run leaves its outcome for the flow run that started it."""
+    return Path(store) / "_prefect" / "outcomes" / f"{flow_run_id}.json"

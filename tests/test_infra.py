@@ -32,11 +32,14 @@ def test_prefect_yaml_declares_the_deployments(prefect_yaml):
         "post-train-k8s",
         "ablation-sweep-k8s",
         "evaluate-k8s",
+        "run-stage",
+        "run-stage-k8s",
     }
     entrypoints = {
         "post-train": "flows/post_train.py:post_train",
         "ablation-sweep": "flows/sweep.py:ablation_sweep",
         "evaluate": "flows/evaluate.py:evaluate",
+        "run-stage": "flows/stage.py:run_stage",
     }
     for name, entrypoint in entrypoints.items():
         assert by_name[name].entrypoint == entrypoint

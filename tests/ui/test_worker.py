@@ -1,6 +1,7 @@
 """The cluster path on one machine: a local Prefect server (`s2d up`), the process work pool and the
 deployments of `infra/prefect.yaml` (`prefect deploy`), a `prefect worker`, and a toy run of the
-`post-train` deployment picked up and completed by that worker."""
+`post-train` deployment picked up and completed by that worker, each of its stages started as a run
+of the `run-stage` deployment (`schedule.stage_deployment`) that the same worker picks up, two at once."""
 
 import json
 import os
@@ -49,17 +50,20 @@ def test_a_process_worker_runs_the_toy_deployment_from_prefect_yaml(tmp_path):
     worker = None
     try:
         _prefect(["work-pool", "create", "s2d-process", "--type", "process"], env)
-        _prefect(["deploy", "--prefect-file", "infra/prefect.yaml", "--name", "post-train"], env)
+        for name in ("post-train", "run-stage"):
+            _prefect(["deploy", "--prefect-file", "infra/prefect.yaml", "--name", name], env)
         worker_log = open(tmp_path / "worker.log", "w")  # noqa: SIM115  (closed with the process)
         worker = subprocess.Popen(
-            [str(BIN / "prefect"), "worker", "start", "--pool", "s2d-process", "--limit", "1"],
+            [str(BIN / "prefect"), "worker", "start", "--pool", "s2d-process", "--limit", "3"],
             cwd=tmp_path,
             env=env,
             stdout=worker_log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        cfg = load_config(TOY, [*MICRO, f"store_dir={tmp_path / 'store'}", f"runs_dir={runs}"])
+        paths = [f"store_dir={tmp_path / 'store'}", f"runs_dir={runs}"]
+        stages_elsewhere = ["schedule.max_parallel=2", "schedule.stage_deployment=run-stage/run-stage"]
+        cfg = load_config(TOY, [*MICRO, *paths, *stages_elsewhere])
         params = json.dumps({"config": cfg.model_dump(mode="json")})
         out = _prefect(["deployment", "run", "post-train/post-train", "--params", params], env)
         flow_run_id = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
@@ -80,6 +84,12 @@ def test_a_process_worker_runs_the_toy_deployment_from_prefect_yaml(tmp_path):
         summary = json.loads((runs / "flows" / flow_run_id / "summary.json").read_text())
         assert summary["status"] == "completed"
         assert {e["status"] for e in summary["stages"].values()} == {"computed"}
+        with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            stage_runs = [r for r in client.read_flow_runs() if r.deployment_id and r.id != run.id]
+        # one run-stage flow run per stage, each a subflow of the post-train run, done by the worker
+        assert len(stage_runs) == len(summary["stages"])
+        assert all(r.state.is_completed() and r.work_pool_name == "s2d-process" for r in stage_runs)
+        assert {r.parent_task_run_id is not None for r in stage_runs} == {True}
     finally:
         if worker is not None:
             _stop(worker)
