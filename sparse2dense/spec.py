@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from sparse2dense.graph import StageInputs, current, stage_version
 from sparse2dense.store import StageResult, read_manifest, verify_stage_dir
@@ -35,7 +35,6 @@ class StageSpec(BaseModel):
     upstream: dict[str, StageResult] = {}
     output_dir: str
     seed: int
-    _inputs: StageInputs = PrivateAttr()
 
     @field_validator("stage")
     @classmethod
@@ -43,20 +42,24 @@ class StageSpec(BaseModel):
         current().stage(stage)
         return stage
 
-    def model_post_init(self, context: Any) -> None:
-        self._inputs = current().stage(self.stage).inputs.model_validate(self.config)
+    @model_validator(mode="after")
+    def _inputs_are_valid(self) -> StageSpec:
+        self.inputs  # noqa: B018  (validates; raises naming the field)
+        return self
 
     @property
     def inputs(self) -> StageInputs:
-        return self._inputs
+        """The config, validated by the stage's inputs model (again after a `model_copy`)."""
+        return current().stage(self.stage).inputs.model_validate(self.config)
 
     def inputs_of(self, kind: type[InputsT]) -> InputsT:
         """The inputs, typed as the program expects them (refused if the spec is another stage's)."""
-        if not isinstance(self._inputs, kind):
+        inputs = self.inputs
+        if not isinstance(inputs, kind):
             raise TypeError(
-                f"stage {self.name} ({self.stage}) has {type(self._inputs).__name__}, not {kind.__name__}"
+                f"stage {self.name} ({self.stage}) has {type(inputs).__name__}, not {kind.__name__}"
             )
-        return self._inputs
+        return inputs
 
     def upstream_path(self, role: str) -> Path:
         if role not in self.upstream:

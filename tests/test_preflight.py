@@ -91,7 +91,7 @@ def test_bridge_stage_refuses_before_training(tmp_path, stage, other, named):
         stage=stage,
         name=stage,
         key="k",
-        config={stage: {}, "prompt": {"template": "{problem}", "chat_template_kwargs": {}}},
+        config={stage: {}} | ({"prompt": {"template": "{problem}"}} if stage == "opd" else {}),
         semantic_config={},
         upstream=upstream,
         output_dir=str(out),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sparse2dense.graph import current
 from sparse2dense.launch import DeviceFacts
 from sparse2dense.prompts import encode_prompt, prompt_conversations, render_prompt
 from sparse2dense.sections import GRPOSection, OPDSection, WarmupSection
@@ -55,7 +56,8 @@ def models(tmp_path_factory):
 
 def _spec(stage: Stage, tmp_path: Path, section_name: str, section, kwargs: dict) -> StageSpec:
     config = {section_name: section.model_dump(mode="json")}
-    config["prompt"] = {"template": TEMPLATE, "chat_template_kwargs": kwargs}
+    if "prompt" in current().stage(stage).inputs.model_fields:
+        config["prompt"] = {"template": TEMPLATE, "chat_template_kwargs": kwargs}
     return StageSpec(
         stage=stage,
         name=str(stage),
@@ -75,7 +77,11 @@ def _tokenizer(path: Path):
         stage=Stage.EVAL,
         name="eval",
         key="k",
-        config={"models": {"model": {"name_or_path": str(path)}}},
+        config={
+            "eval": {},
+            "prompt": {"template": TEMPLATE},
+            "models": {"model": {"name_or_path": str(path)}},
+        },
         semantic_config={},
         output_dir=str(path),
         seed=0,
@@ -252,7 +258,8 @@ def test_bf16_student_keeps_fp32_master_weights(models, tmp_path):
         name="warmup",
         key="k",
         config={
-            "models": {"student": ModelSpec(name_or_path=str(models["qwen3"]), dtype="bfloat16").model_dump()}
+            "warmup": {},
+            "models": {"student": ModelSpec(name_or_path=str(models["qwen3"]), dtype="bfloat16").model_dump()},
         },
         semantic_config={},
         output_dir=str(tmp_path),
