@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from sparse2dense.graph import PromptFormat, Stage, StageInputs, StageKind, Step, current
+from sparse2dense.graph import PromptFormat, Stage, StageInputs, StageKind, current
 from sparse2dense.placement import LauncherSection
 from sparse2dense.schema import semantic_dump
 
@@ -67,34 +67,33 @@ class PlannedStage(BaseModel):
 
 
 def _switched_on(cfg: PipelineConfig, dotted: str | None) -> bool:
+    """A step's switch: the config value at `dotted` (a section's `enabled`, a model's `toy`)."""
+    if dotted is None:
+        return True
     value: Any = cfg
-    for part in (dotted or "").split(".") if dotted else []:
+    for part in dotted.split("."):
         value = getattr(value, part)
-    return bool(value) if dotted else True
+    return bool(value)
 
 
-def _plan(cfg: PipelineConfig, steps: tuple[Step, ...] | list[Step]) -> list[PlannedStage]:
+def plan_stages(cfg: PipelineConfig) -> list[PlannedStage]:
+    """The pipeline's table of contents under `cfg`: the graph's steps that are switched on, in
+    order, each reading the newest step that became the model it names (none: the configured one)."""
     plan: list[PlannedStage] = []
     newest: dict[str, str] = {}  # role -> the planned step that last became that model
-    for step in steps:
+    for step in current().pipeline:
         if not _switched_on(cfg, step.when):
             continue
         upstream = {}
         for role, source in step.inputs.items():
-            if source.startswith("@"):
-                if source[1:] in newest:  # else: the configured model itself
-                    upstream[role] = newest[source[1:]]
-            else:
+            if not source.startswith("@"):
                 upstream[role] = source
+            elif source[1:] in newest:
+                upstream[role] = newest[source[1:]]
         plan.append(PlannedStage(name=step.name, stage=step.stage, model=step.acts_on, upstream=upstream))
         if step.becomes:
             newest[step.becomes] = step.name
     return plan
-
-
-def plan_stages(cfg: PipelineConfig) -> list[PlannedStage]:
-    """The pipeline's table of contents under `cfg`: the graph's steps that are switched on, in order."""
-    return _plan(cfg, current().pipeline)
 
 
 def plan_evaluation(cfg: PipelineConfig, role: str) -> list[PlannedStage]:
