@@ -61,8 +61,7 @@ class PipelineRun:
             tags={"prefect.flow_run_id": flow_run_id, "s2d.config": cfg.name}
             | ({"mlflow.parentRunId": parent_run_id} if parent_run_id else {}),
         )
-        for key, value in tracking.flatten_params(cfg.model_dump(mode="json")).items():
-            self.client.log_param(parent, key, value)
+        tracking.log_params(self.client, parent, tracking.flatten_params(cfg.model_dump(mode="json")))
         self.tracking = Tracking(tracking_uri=uri, experiment_id=experiment_id, parent_run_id=parent)
         self.run_dir = self.runs_dir / "flows" / (flow_run_id or parent) / (label or "")
         self.run_dir.mkdir(parents=True, exist_ok=True)

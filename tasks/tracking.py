@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import RunStatus
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SQLAlchemyError
@@ -94,14 +94,23 @@ def start_child_run(
     tags: dict,
 ) -> str:
     run = client.create_run(experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_run_id, **tags})
-    for key, value in flatten_params(params).items():
-        client.log_param(run.info.run_id, key, value)
+    log_params(client, run.info.run_id, flatten_params(params))
     return run.info.run_id
 
 
+def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    """In batches (one request, one transaction each) of MLflow's limit of 100 params."""
+    items = [Param(key, value) for key, value in params.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
+
+
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
-    for key, value in metrics.items():
-        client.log_metric(run_id, re.sub(r"[^\w\-./ ]", "_", key), float(value))
+    """At step 0, in batches of MLflow's limit of 1000 metrics."""
+    now = int(time.time() * 1000)
+    items = [Metric(re.sub(r"[^\w\-./ ]", "_", key), float(value), now, 0) for key, value in metrics.items()]
+    for start in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[start : start + 1000])
 
 
 def log_stage_files(client: MlflowClient, run_id: str, out_dir: Path) -> None:
