@@ -2,7 +2,7 @@
 README states it.
 
 Slow: the whole `configs/sweeps/toy-ablations.yaml` sweep at seeds 1, 2, 3 from an empty store
-(about 45 minutes on 2 cores). Run it with `pytest -m slow tests/test_paper_orderings.py`.
+(about 20 minutes on 2 cores). Run it with `pytest -m slow tests/test_paper_orderings.py`.
 
 What is asserted is what the README claims, no more: per seed, the teacher starts ahead of the
 student, RL lifts the teacher and the bridge lifts the student, each by at least 5 points with
