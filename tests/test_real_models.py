@@ -259,7 +259,9 @@ def test_bf16_student_keeps_fp32_master_weights(models, tmp_path):
         key="k",
         config={
             "warmup": {},
-            "models": {"student": ModelSpec(name_or_path=str(models["qwen3"]), dtype="bfloat16").model_dump()},
+            "models": {
+                "student": ModelSpec(name_or_path=str(models["qwen3"]), dtype="bfloat16").model_dump()
+            },
         },
         semantic_config={},
         output_dir=str(tmp_path),
