@@ -3,6 +3,7 @@ reaches the plan, the keys, the sweep plan, the launcher and config validation. 
 fans stages out, and the import layers the graph keeps clean."""
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,27 @@ def test_the_library_imports_no_prefect_and_nothing_below_the_programs_imports_t
         assert not top & {"prefect", "flows", "tasks"}, path
         if "stages" not in path.relative_to(library).parts:
             assert not [m for m in modules if m.startswith("sparse2dense.stages")], path
+
+
+def test_a_stage_process_gets_its_gpus_and_threads(tmp_path):
+    from sparse2dense.pipeline import stage_payload
+    from tasks.stages import StageRequest, Tracking, _env
+
+    cfg = load_config(TOY)
+    config, semantic = stage_payload(cfg, Stage.EVAL, "student")
+    spec = StageSpec(
+        stage=Stage.EVAL,
+        name="eval/x",
+        key="k",
+        config=config,
+        semantic_config=semantic,
+        output_dir=str(tmp_path),
+        seed=1,
+    )
+    tracking = Tracking(tracking_uri="sqlite:///x.db", experiment_id="1", parent_run_id="p")
+    request = StageRequest(spec=spec, store=str(tmp_path), tracking=tracking)
+    untouched = _env(request, "r")
+    assert untouched.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
+    placed = _env(request.model_copy(update={"devices": [2, 3], "threads": 1}), "r")
+    assert placed["CUDA_VISIBLE_DEVICES"] == "2,3" and placed["OMP_NUM_THREADS"] == "1"
+    assert _env(request.model_copy(update={"devices": []}), "r")["CUDA_VISIBLE_DEVICES"] == ""
