@@ -12,12 +12,12 @@ it back: the store is the one place both are sure to share.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
 
+from sparse2dense.store import write_json_atomic
 from tasks.stages import StageRequest, outcome_path, run_in_place
 
 
@@ -31,9 +31,5 @@ def run_stage(request: StageRequest, force: bool = False) -> dict[str, Any]:
     """
     outcome = run_in_place(request, request.spec.name, force)
     data = {"status": outcome.status, "result": outcome.result.model_dump(mode="json")}
-    path = outcome_path(request.store, str(flow_run.get_id()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    write_json_atomic(outcome_path(request.store, str(flow_run.get_id())), data)
     return data

@@ -1,6 +1,6 @@
 """What a stage program receives (`StageSpec`, written as SPEC.json) and how its cache key is made.
 
-`key = sha256(stage, STAGE_VERSION, semantic config, upstream keys, seed)`: anything that changes
+`key = sha256(stage, its version in the graph, semantic config, upstream keys, seed)`: anything that changes
 the output changes the key; logging cadence and names do not. Keys chain through upstream *keys*, so
 the whole plan's keys are known before anything runs; each manifest also records its upstream
 *digests*, and a cached result whose upstream was since recomputed differently is not trusted.

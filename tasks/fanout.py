@@ -46,6 +46,7 @@ from tasks.stages import (
     StageOutcome,
     StageRequest,
     configured_task,
+    outcome_of,
     outcome_path,
     task_retries,
     unusable_hit,
@@ -174,13 +175,9 @@ class FanOut:
                 for run, planned in self.users[blocked]:
                     run.fail(planned, f"not run: {why}")
             return
-        if self.schedule.stage_deployment is None:
-            status = "cached" if state.name == "Cached" else "computed"
-            outcome = StageOutcome(
-                result=state.result(), status=status, wall_s=time.monotonic() - entry.started
-            )
-        else:
-            outcome = state.result()
+        # a remote stage's task returns the outcome of the flow run that ran it
+        remote = self.schedule.stage_deployment is not None
+        outcome = state.result() if remote else outcome_of(state, entry.started)
         for i, (run, planned) in enumerate(self.users[entry.key]):
             # the first run that needs a stage computed it; the others reuse its result
             run.record(planned, outcome if i == 0 else replace(outcome, status="cached"))

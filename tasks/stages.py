@@ -14,6 +14,7 @@ resumes the stage from its checkpoints or finished shards. There is one task per
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import time
@@ -190,14 +191,12 @@ def _make_task(stage: str):
 # Every stage task carries this tag: `prefect concurrency-limit create s2d-stage N` caps the stages
 # running at once over every flow run of a Prefect server (the schedule's max_parallel caps one run).
 STAGE_TAG = "s2d-stage"
-_TASKS: dict[str, Any] = {}
 
 
+@functools.cache
 def stage_task(stage: str):
     """The Prefect task of one graph stage (made on first use)."""
-    if stage not in _TASKS:
-        _TASKS[stage] = _make_task(stage)
-    return _TASKS[stage]
+    return _make_task(stage)
 
 
 @dataclass
@@ -239,6 +238,11 @@ def run_in_place(request: StageRequest, name: str, force: bool = False) -> Stage
     if problem := unusable_hit(request, state):
         get_run_logger().warning("stage %s: cached result unusable (%s); recomputing", name, problem)
         state = configured_task(request, name, force=True)(request, return_state=True)
+    return outcome_of(state, started)
+
+
+def outcome_of(state: Any, started: float) -> StageOutcome:
+    """A finished stage task's result, whether it was computed or a cache hit, and its time since `started`."""
     status = "cached" if state.name == "Cached" else "computed"
     return StageOutcome(result=state.result(), status=status, wall_s=time.monotonic() - started)
 
