@@ -19,10 +19,12 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from sparse2dense.config import ConfigError, PipelineConfig, load_config
 from sparse2dense.metrics import avg_metric_name
+from sparse2dense.pipeline import PlannedStage, plan_evaluation, plan_stages, unknown_forced
 
 DEFAULT_CONFIG = "configs/toy.yaml"
 DEFAULT_SWEEP = "configs/sweeps/toy-ablations.yaml"
@@ -33,9 +35,11 @@ def _default_config(name: str = DEFAULT_CONFIG) -> Path:
     return local if local.is_file() else Path(__file__).resolve().parents[1] / name
 
 
-def prepare_environment(cfg: PipelineConfig) -> None:
-    """Embedded defaults: Prefect state and MLflow under the runs directory, no hub access for toys."""
-    from sparse2dense.services import running_prefect_api
+def prepare_environment(cfg: PipelineConfig, temporary_server: bool = False) -> None:
+    """Embedded defaults: Prefect state and MLflow under the runs directory, no hub access for toys.
+    With `temporary_server` and no server to use, one is started for this command (`TemporaryPrefect`:
+    a terminal's Ctrl-C reaches the flow, which records it there, and not the server)."""
+    from sparse2dense.services import TemporaryPrefect, running_prefect_api
 
     runs = Path(cfg.runs_dir).resolve()
     runs.mkdir(parents=True, exist_ok=True)
@@ -46,6 +50,10 @@ def prepare_environment(cfg: PipelineConfig) -> None:
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
         # No phoning home from an embedded server (and no network to do it with).
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        if temporary_server:
+            os.environ["PREFECT_API_URL"] = TemporaryPrefect(runs).api_url
+    if auth := os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):  # a server of ours that asks for it
+        os.environ.setdefault("PREFECT_API_AUTH_STRING", auth)
     os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "true")
     if cfg.teacher.toy is not None or cfg.student.toy is not None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -68,12 +76,52 @@ def print_summary(summary: dict) -> None:
     print(f"total wall time: {summary['wall_s']:.1f}s; summary: {summary['summary_path']}")
 
 
+def check_forced(force: list[str], plans: list[list[PlannedStage]]) -> None:
+    """Refuse `--force` names that match no planned stage or stage kind (a typo would leave it cached)."""
+    if problem := unknown_forced(force, plans):
+        raise ConfigError(f"--force: {problem}")
+
+
+def check_writable(configs: list[PipelineConfig]) -> None:
+    """Refuse, before any server or stage starts, a runs or store directory that cannot be written:
+    create it and a temporary file in it, as the run would."""
+    for field in ("runs_dir", "store_dir"):
+        for path in dict.fromkeys(Path(getattr(cfg, field)).resolve() for cfg in configs):
+            if path.exists() and not path.is_dir():
+                raise ConfigError(f"{field}: {path} is not a directory")
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=path):
+                    pass
+            except OSError as err:
+                where = f" ({err.filename})" if err.filename and Path(err.filename) != path else ""
+                raise ConfigError(f"{field}: cannot write to {path}: {err.strerror}{where}") from None
+
+
+# 128 + SIGINT: what a shell reports for a command ended by Ctrl-C
+INTERRUPTED = 130
+
+
+def interrupted() -> int:
+    print(
+        "interrupted: run the same command to resume (finished stages are cached, "
+        "interrupted ones resume from their checkpoints)",
+        file=sys.stderr,
+    )
+    return INTERRUPTED
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config or _default_config(), args.set)
-    prepare_environment(cfg)
-    from flows.post_train import post_train
+    check_forced(args.force, [plan_stages(cfg)])
+    check_writable([cfg])
+    try:
+        prepare_environment(cfg, temporary_server=True)
+        from flows.post_train import post_train
 
-    summary = post_train(cfg, force_rerun=args.force)
+        summary = post_train(cfg, force_rerun=args.force)
+    except KeyboardInterrupt:  # the flow run has recorded it (Crashed) and stopped its stages
+        return interrupted()
     print_summary(summary)
     return 0
 
@@ -110,6 +158,8 @@ def _seed_list(text: str) -> list[int]:
         ) from None
     if not seeds:
         raise argparse.ArgumentTypeError("--seeds names no seed")
+    if out_of_range := [s for s in seeds if not 0 <= s < 2**32]:
+        raise argparse.ArgumentTypeError(f"--seeds must lie in 0..{2**32 - 1}; got {out_of_range}")
     return seeds
 
 
@@ -117,20 +167,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from sparse2dense.sweep import arm_runs, load_sweep, sweep_plan
 
     sweep = load_sweep(args.sweep, args.set, args.seeds)
+    runs = arm_runs(sweep, args.arm or None)
+    check_forced(args.force, [plan_stages(r.config) for r in runs])
     if args.plan:
-        plan = sweep_plan(arm_runs(sweep, args.arm or None))
+        plan = sweep_plan(runs)
         print(json.dumps(plan.model_dump(exclude={"shared"}), indent=2))
         return 0
-    prepare_environment(sweep.base)
-    from flows.sweep import ablation_sweep
+    check_writable([sweep.base, *(r.config for r in runs)])
+    try:
+        prepare_environment(sweep.base, temporary_server=True)
+        from flows.sweep import SweepFailed, ablation_sweep
 
-    report = ablation_sweep(sweep, arms=args.arm or None, force_rerun=args.force)
+        report = ablation_sweep(sweep, arms=args.arm or None, force_rerun=args.force)
+    except KeyboardInterrupt:
+        return interrupted()
+    except SweepFailed as failed:  # the report names the failed runs; the stages' logs say why
+        print_sweep_report(failed.report)
+        print(f"error: {failed}", file=sys.stderr)
+        return 1
     print_sweep_report(report)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config or _default_config(), args.set)
+    check_forced(args.force, [plan_evaluation(cfg, args.role)])
+    check_writable([cfg])
     prepare_environment(cfg)
     model_path = args.model_path
     if model_path:
@@ -153,7 +215,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from sparse2dense.services import up
 
-    services = up(Path(args.runs_dir), args.prefect_port, args.mlflow_port)
+    try:
+        services = up(Path(args.runs_dir), args.prefect_port, args.mlflow_port)
+    except KeyboardInterrupt:  # what this call started is stopped again
+        return INTERRUPTED
     print(f"Prefect UI: {services['prefect']['ui_url']}   MLflow UI: {services['mlflow']['ui_url']}")
     print(f"export PREFECT_API_URL={services['prefect']['api_url']}   # for prefect's own CLI")
     return 0
@@ -162,8 +227,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from sparse2dense.services import down
 
-    stopped = down(Path(args.runs_dir))
-    print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    outcome = down(Path(args.runs_dir))
+    for name, what in outcome.items():
+        print(f"{name}: {what}")
+    if not outcome:
+        print("nothing was running")
     return 0
 
 

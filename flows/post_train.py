@@ -14,6 +14,7 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger
+from prefect.exceptions import TerminationSignal
 
 from sparse2dense.config import PipelineConfig
 from sparse2dense.pipeline import plan_stages
@@ -21,7 +22,7 @@ from sparse2dense.preflight import check_configured_models
 from tasks.fanout import fan_out
 from tasks.registry import record_registration, register_final_student
 from tasks.run_context import PipelineRun
-from tasks.stages import StageFailed
+from tasks.stages import StageFailed, stop_stages
 
 
 @flow(name="post-train", log_prints=True)
@@ -64,6 +65,11 @@ def complete(run: PipelineRun, config: PipelineConfig) -> dict[str, Any]:
     """Run every stage of one pipeline run; the summary is written whether or not a stage fails."""
     try:
         fan_out([run], config.schedule)
+    except (KeyboardInterrupt, TerminationSignal) as stop:
+        # Ctrl-C or a cancellation: no stage program outlives the flow run, and the summary says why
+        stop_stages()
+        run.errors.setdefault("interrupted", f"{type(stop).__name__}; the same command resumes the run")
+        raise
     finally:
         summary = run.finish()
     if run.failed:

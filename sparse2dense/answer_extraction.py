@@ -5,15 +5,41 @@ connectors (`,`, `and`, `\\quad`, a `y_2 =` label) stand between them. Outputs w
 (free-form completions, other graders' test data) state the answer in prose: "The final answer is
 $x$", "... so the probability is 2/3", "Therefore $x \\geq 5$ is the solution". A bare answer with no
 prose around it is its own answer. Plain string work: nothing here reaches sympy.
+
+This runs in the caller's process (the GRPO reward, eval, `s2d grade`), where no limit could stop a
+regex, so its work is bounded whatever the text: an output longer than `MAX_SEARCHED_CHARS` is read
+from its end only, and every pattern is linear in what it reads (no nested or overlapping
+quantifiers; the prose patterns see a 2,000-char tail).
 """
 
 from __future__ import annotations
 
 import re
 
+# 256 KiB: over three times the longest completion a config generates (16k tokens). The box scan costs
+# Python work per box and brace, so a 20 MB output of them is cut before any pattern runs.
+MAX_SEARCHED_CHARS = 1 << 18
+
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*")
 _BARE_RE = re.compile(r"[^\s$]+")
 _BRACE_RE = re.compile(r"[{}]")
+
+# Chat-template tokens ending the text (`<|im_end|>`, `<|im_start|>user`), matched on the reversed text
+# from its start: searched forwards, a run of them that fails to reach the end is rescanned from each
+# of its tokens, quadratic in the run. Possessive: nothing to backtrack into, nor state kept for it.
+_END_TOKENS_REVERSED_RE = re.compile(r"(?:\s*+\w*+>\|\w++\|<)++")
+_SIGN_OFF_RE = re.compile(r"I hope it is correct\.?")
+
+
+def _strip_trailer(text: str) -> str:
+    """The text without the chat-template tokens that end it and without "I hope it is correct."."""
+    tokens = _END_TOKENS_REVERSED_RE.match(text[::-1])
+    return _SIGN_OFF_RE.sub("", text[: len(text) - tokens.end()] if tokens else text)
+
+
+def _searched_part(text: str) -> str:
+    """The part of an output its answer is looked for in: all of it, or its last MAX_SEARCHED_CHARS."""
+    return text[-MAX_SEARCHED_CHARS:]
 
 
 def _closing_braces(text: str, start: int) -> dict[int, int]:
@@ -52,17 +78,17 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
 
 
 def has_box(text: str) -> bool:
-    return _BOX_RE.search(text) is not None
+    return _BOX_RE.search(_searched_part(text)) is not None
 
 
 def extract_boxed(text: str) -> str | None:
     """Content of the last complete `\\boxed{...}`/`\\fbox{...}` (nested braces kept), or `\\boxed 7`."""
-    boxes = _boxes(text)
+    boxes = _boxes(_searched_part(text))
     return boxes[-1][2] if boxes else None
 
 
 _CONNECTOR_RE = re.compile(
-    r"(?:\s|[,;&]|\$|\\[()\[\]]|\\\\|\\[,;:! ]|\\q?quad|\\text\{\s*(?:and|,|;)?\s*\}|\band\b"
+    r"(?:\s|[,;&]|\$|\\[()\[\]]|\\\\|\\[,;:! ]|\\q?quad|\\text\{\s*(?:(?:and|,|;)\s*)?\}|\band\b"
     r"|[A-Za-z](?:_\{?\w+\}?)?\s*=)*"
 )
 
@@ -80,7 +106,6 @@ def _final_run(text: str, items: list[tuple[int, int, str]]) -> str:
 _MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$(.+?)(?<!\\)\$", re.S)
 _STYLED_RE = re.compile(r"\\[A-Za-z]+\{[^{}]*\}")
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
-_TRAILER_RE = re.compile(r"(?:<\|\w+\|>\w*\s*)+$|I hope it is correct\.?")
 _FINAL_RE = re.compile(r"(?i)final answer(?: is)?\s*[:：]?|\bthe answer is\s*:?|^\s*answer\s*:|####", re.M)
 _SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+|\n|(?<=\$\$|\\\])\s+(?=[A-Z])")
 _NUMBER_RE = re.compile(r"(?<![\w.])-?\d(?:[\d,]*\d)?(?:\.\d+)?(?:/\d+)?%?(?!\d)")
@@ -146,7 +171,7 @@ def _value_in(statement: str) -> str | None:
 
 def _stated_after_box(text: str, boxes: list[tuple[int, int, str]]) -> str | None:
     """The value of a "final answer is" statement that follows the last box, if there is one."""
-    tail = _TRAILER_RE.sub("", text[boxes[-1][1] :])[-PROSE_TAIL_CHARS:]
+    tail = _strip_trailer(text[boxes[-1][1] :])[-PROSE_TAIL_CHARS:]
     phrases = list(_FINAL_RE.finditer(tail))
     return _value_in(_statement_after(phrases[-1])) if phrases else None
 
@@ -162,6 +187,7 @@ def boxed_answers(text: str) -> list[str]:
     `\\boxed{x=1} \\quad \\text{and} \\quad \\boxed{y=2}`): a hedge such as `\\boxed{3} then \\boxed{4}`
     still answers 4 alone. Empty for a completion without a complete box.
     """
+    text = _searched_part(text)
     boxes = _boxes(text)
     return _box_readings(text, boxes) if boxes else []
 
@@ -173,7 +199,8 @@ def answer_candidates(text: str) -> list[str]:
     Without: the text itself when it looks like a bare answer, then the value of its final
     statement (the sentence after "final answer is", or the last sentence with a value).
     """
-    if has_box(text):
+    text = _searched_part(text)
+    if _BOX_RE.search(text):
         if not (boxes := _boxes(text)):
             return []
         stated = _stated_after_box(text, boxes)
@@ -181,6 +208,6 @@ def answer_candidates(text: str) -> list[str]:
     bare = [text] if len(text) <= PROSE_TAIL_CHARS and is_bare_answer(text) else []
     if bare and not _prose_words(text):
         return bare
-    tail = _MARKDOWN_RE.sub("", _TRAILER_RE.sub("", text)[-PROSE_TAIL_CHARS:])
+    tail = _MARKDOWN_RE.sub("", _strip_trailer(text)[-PROSE_TAIL_CHARS:])
     stated = _value_in(_final_statement(tail))
     return list(dict.fromkeys(bare + [stated or text]))

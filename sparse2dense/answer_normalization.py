@@ -53,14 +53,16 @@ _NUMBER_WORDS = {word: str(n) for n, word in enumerate(_ONES)}
 _NUMBER_WORDS |= {word: str(10 * n) for n, word in enumerate(_TENS, 3)}
 
 _DIGIT_GROUP_RE = re.compile(r"(?<=\d)(?:\{,\}|,\\!\s*)(?=\d)")
+# `(?<!\s)`: a suffix that starts inside a run of spaces also starts at the run's first space, and
+# searched from every space of a long run the pattern would rescan the rest of it each time.
 _UNIT_SUFFIXES = [
-    re.compile(rf"\s*\\(?:{_TEXT_COMMANDS})\{{\s*[A-Za-z][A-Za-z\s.]*\}}\s*(?:\^\{{?[23]\}}?|[²³])?$"),
-    re.compile(rf"(?:\s+{_UNIT_WORDS}|\s*(?:[ckm]?m|in|ft)[²³])\.?$"),
+    re.compile(rf"(?<!\s)\s*\\(?:{_TEXT_COMMANDS})\{{\s*[A-Za-z][A-Za-z\s.]*\}}\s*(?:\^\{{?[23]\}}?|[²³])?$"),
+    re.compile(rf"(?<!\s)(?:\s+{_UNIT_WORDS}|\s*(?:[ckm]?m|in|ft)[²³])\.?$"),
 ]
 _PERCENT_RE = re.compile(r"(?<=\d)\s*(?:\\%|%|percent(?:age)?|pct)(?![A-Za-z])")
 _MIXED_NUMBER_RE = re.compile(r"(-?)(\d+)\s+(\d+)/(\d+)")
 _THOUSANDS_RE = re.compile(r"-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
-_AND_RE = re.compile(r"\\text\{\s*(?:and|or)\s*\}|(?<=[\w)\]}])\s*,?\s+and\s+(?=[-\w(\[\\])")
+_AND_RE = re.compile(r"\\text\{\s*(?:and|or)\s*\}|(?<=[\w)\]}])(?:\s*,)?\s+and\s+(?=[-\w(\[\\])")
 _SPACE_RE = re.compile(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])|\s+")
 _REWRITES = [
     (r"\\[dtc]frac", r"\\frac"),
@@ -92,7 +94,7 @@ def _drop_units(s: str) -> str:
 def _list_separators(s: str) -> str:
     """`6 \\text{ and } 8`, `19, 46, and 82`, `\\quad` between items -> comma-separated items."""
     s = re.sub(r"\\q?quad", " ", _AND_RE.sub(",", s))
-    return re.sub(r"(?:\s*,\s*)+", ",", s) if re.search(r",\s*,", s) else s
+    return re.sub(r"(?<!\s)\s*(?:,\s*)+", ",", s) if re.search(r",\s*,", s) else s
 
 
 def _unwrap_styles(s: str) -> str:

@@ -11,7 +11,7 @@ stages run (every planned training stage's batch splits over its processes) read
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -20,7 +20,7 @@ from sparse2dense.graph import current, is_training
 from sparse2dense.launch import split_batch, world_size_of
 from sparse2dense.pipeline import plan_stages, stage_inputs
 from sparse2dense.placement import LauncherSection, ScheduleSection
-from sparse2dense.schema import NON_SEMANTIC, Section
+from sparse2dense.schema import NON_SEMANTIC, Name, Section
 from sparse2dense.sections import (
     BaseSection,
     DataSection,
@@ -35,16 +35,20 @@ from sparse2dense.sections import (
     take_teacher_recipe,
 )
 
-__all__ = ["ConfigError", "PipelineConfig", "load_config", "validate_config"]
+__all__ = ["ConfigError", "PipelineConfig", "Seed", "load_config", "validate_config"]
+
+# Every stage seeds numpy (transformers' `set_seed`), which takes 0..2**32 - 1 only.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class PipelineConfig(Section):
     """The whole run: models, data and one section per stage."""
 
-    name: str = Field("sparse2dense", json_schema_extra=NON_SEMANTIC)
-    """Name of the run: its MLflow experiment and the registered student's model name (NAME-student)."""
-    seed: int = 42
-    """Seed of data splits, sampling and training; part of every stage key."""
+    name: Name = Field("sparse2dense", json_schema_extra=NON_SEMANTIC)
+    """Name of the run: its MLflow experiment and the registered student's model name (NAME-student);
+    letters, digits, '_', '.', '-', at most 64 characters."""
+    seed: Seed = 42
+    """Seed of data splits, sampling and training, 0 to 2**32 - 1; part of every stage key."""
     store_dir: str = Field("runs/store", json_schema_extra=NON_SEMANTIC)
     """Directory of the keyed stage outputs: models, rollouts, evaluations."""
     runs_dir: str = Field("runs", json_schema_extra=NON_SEMANTIC)

@@ -8,6 +8,8 @@ part (`schema.semantic_dump`: the launcher and other placement settings are left
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +113,30 @@ def plan_evaluation(cfg: PipelineConfig, role: str) -> list[PlannedStage]:
     return [
         p.model_copy(update={"name": f"eval/{role}"}) if p is target else p for p in plan if p.name in needed
     ]
+
+
+def unknown_forced(names: Iterable[str], plans: Iterable[list[PlannedStage]]) -> str | None:
+    """Why some names to recompute match nothing in the plans (a run's `force_rerun` matches a planned
+    stage's name, `eval/student_final`, or its kind, `eval`), or None. A typo would otherwise leave
+    the stage cached while the user believes it ran."""
+    stages: dict[str, None] = {}
+    kinds: set[str] = set()
+    for plan in plans:
+        for planned in plan:
+            stages[planned.name] = None
+            kinds.add(str(planned.stage))
+    known = [*stages, *sorted(kinds - set(stages))]
+    unknown = [name for name in dict.fromkeys(names) if name not in known]
+    if not unknown:
+        return None
+    described = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        described.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return (
+        f"no planned stage or stage kind {', '.join(described)}; the planned stages are "
+        f"{', '.join(stages)}; stage kinds {', '.join(sorted(kinds))}"
+    )
 
 
 def plan_keys(cfg: PipelineConfig, plan: list[PlannedStage] | None = None) -> dict[str, str]:

@@ -9,9 +9,10 @@ at once stages run) do not change a stage's output and are left out of its cache
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 NON_SEMANTIC = {"semantic": False}
 
@@ -22,6 +23,29 @@ class Section(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
+
+# A name becomes a directory (runs/sweeps/NAME/, runs/flows/<id>/ARM@seedN/) and an MLflow name
+# (experiment, registered model NAME-student): ASCII letters, digits, '_', '.', '-', starting with a
+# letter, digit or '_' (so never '.', '..' or an option), which MLflow takes as it is.
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+NAME_MAX_LENGTH = 64
+
+
+def check_name(value: str) -> str:
+    """`value` if it is a valid name (`Name`), else a ValueError saying what a name may hold."""
+    if len(value) > NAME_MAX_LENGTH or not re.fullmatch(NAME_PATTERN, value):
+        raise ValueError(
+            f"{value!r} is not a valid name: 1 to {NAME_MAX_LENGTH} ASCII letters, digits, '_', '.' or "
+            "'-', not starting with '.' or '-' (it names directories and MLflow entries)"
+        )
+    return value
+
+
+Name = Annotated[
+    str,
+    AfterValidator(check_name),
+    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "maxLength": NAME_MAX_LENGTH}),
+]
 
 Positive = Annotated[int, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]

@@ -18,12 +18,22 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from sparse2dense.config import PipelineConfig, validate_config
+from sparse2dense.config import PipelineConfig, Seed, validate_config
 from sparse2dense.config_files import ConfigError, apply_overrides, format_errors, read_yaml_mapping
 from sparse2dense.graph import current
 from sparse2dense.pipeline import plan_keys
+from sparse2dense.schema import NAME_MAX_LENGTH, Name, check_name
 from sparse2dense.sections import GRPO_RECIPE
 
 
@@ -61,6 +71,21 @@ class Arm(BaseModel):
         return self
 
 
+def check_arm_names(arms: dict[str, Arm], base_name: str | None = None) -> dict[str, Arm]:
+    """Arm names are names (`Name`: each becomes a directory of its runs and part of the run's name
+    `BASE-ARM`, which must stay a name too)."""
+    for arm in arms:
+        try:
+            check_name(arm)
+        except ValueError as err:
+            raise ValueError(f"arm {err}") from None
+        if base_name is not None and len(base_name) + 1 + len(arm) > NAME_MAX_LENGTH:
+            raise ValueError(
+                f"arm {arm!r}: the run name {base_name}-{arm} is longer than {NAME_MAX_LENGTH} characters"
+            )
+    return arms
+
+
 class Comparison(BaseModel):
     """A paired delta the report states, a - b, with both arms' label budgets (equal or not)."""
 
@@ -75,18 +100,26 @@ class SweepSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(description="Sweep name: its MLflow experiment and report directory runs/sweeps/NAME/.")
+    name: Name = Field(
+        description="Sweep name: its MLflow experiment and report directory runs/sweeps/NAME/."
+    )
     base: PipelineConfig = Field(description="The config every arm starts from.")
     arms: dict[str, Arm] = Field(
-        description="Arm name -> overrides and switched-off stages; run in this order."
+        description="Arm name (a name, like `name`) -> overrides and switched-off stages; run in this order."
     )
     reference: str | None = Field(None, description="Arm that deltas are taken against (none: the first).")
-    seeds: list[int] = Field(
+    seeds: list[Seed] = Field(
         default_factory=list, description="Seeds every arm runs with (distinct); empty: the base's seed."
     )
     comparisons: list[Comparison] = Field(
         default_factory=list, description="Paired deltas a - b reported besides each arm vs the reference."
     )
+
+    @field_validator("arms")
+    @classmethod
+    def _arm_names(cls, arms: dict[str, Arm], info: ValidationInfo) -> dict[str, Arm]:
+        base = info.data.get("base")
+        return check_arm_names(arms, base.name if base is not None else None)
 
     @model_validator(mode="after")
     def _names_are_arms(self) -> SweepSpec:
@@ -154,7 +187,7 @@ class ArmRun(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    arm: str
+    arm: Name  # its runs' directory is runs/flows/<flow run>/ARM@seedN/
     seed: int
     config: PipelineConfig
 
@@ -203,21 +236,28 @@ class SweepFile(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(description="Sweep name: its MLflow experiment and report directory runs/sweeps/NAME/.")
+    name: Name = Field(
+        description="Sweep name: its MLflow experiment and report directory runs/sweeps/NAME/."
+    )
     base: str = Field(description="Path of the base preset, relative to the sweep file.")
     set: dict[str, Any] = Field(
         default_factory=dict, description="Overrides shared by every arm: section.field -> value."
     )
     reference: str | None = Field(None, description="Arm that deltas are taken against (none: the first).")
-    seeds: list[int] = Field(
+    seeds: list[Seed] = Field(
         default_factory=list, description="Seeds every arm runs with; empty: the base's seed."
     )
     comparisons: list[Comparison] = Field(
         default_factory=list, description="Paired deltas a - b reported besides each arm vs the reference."
     )
     arms: dict[str, Arm] = Field(
-        description="Arm name -> overrides and switched-off stages; run in this order."
+        description="Arm name (a name, like `name`) -> overrides and switched-off stages; run in this order."
     )
+
+    @field_validator("arms")
+    @classmethod
+    def _arm_names(cls, arms: dict[str, Arm]) -> dict[str, Arm]:
+        return check_arm_names(arms)
 
 
 def load_sweep(

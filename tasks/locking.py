@@ -2,10 +2,12 @@
 
 `FileSystemLockManager` writes `<key>.lock` naming its holder (a transaction's uuid) and, without a
 hold timeout, waits on it forever. A flow process that is SIGKILLed (preempted node, OOM killer)
-would leave its stage key locked for good. Here each lock also records the host and pid of the
-process that took it; a lock whose process on this host is gone, or a lock file left empty by a
-crash between its creation and its write, counts as released. Locks taken on other hosts are left
-to Prefect's own expiration.
+would leave its stage key locked for good. Here each lock also records the host and the process that
+took it (pid and start time) and, once the stage program runs, that program too
+(`record_stage_process`): the lock is held while either runs, so a stage program still writing its
+directory keeps its key locked even if its flow is gone. A lock whose processes on this host are
+gone, or a lock file left empty by a crash between its creation and its write, counts as released.
+Locks taken on other hosts are left to Prefect's own expiration.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from prefect.locking.filesystem import FileSystemLockManager
 from prefect.logging import get_logger
 
-from sparse2dense.services import process_is_alive
+from sparse2dense.processes import ProcessRecord
 
 logger = get_logger("s2d.locking")
 
@@ -29,21 +31,41 @@ DEAD = "<dead>"
 
 
 def owner_is_dead(info: dict[str, Any]) -> bool:
+    """The lock's flow process and its stage program (if one was recorded) have both ended on this host."""
     if info.get("holder") == DEAD:
         return True
     pid = info.get("pid")
-    return info.get("host") == socket.gethostname() and isinstance(pid, int) and not process_is_alive(pid)
+    if info.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    owners = [ProcessRecord(pid=pid, started=info.get("started"))]
+    if isinstance(stage := info.get("stage"), dict):
+        owners.append(ProcessRecord.model_validate(stage))
+    return not any(owner.is_running() for owner in owners)
 
 
 class StaleLockRecoveringManager(FileSystemLockManager):
-    def _stamp_owner(self, key: str) -> None:
-        """Add this process's host and pid to the lock file Prefect just wrote (atomically)."""
-        path = self._lock_path_for_key(key)
-        info = json.loads(path.read_bytes())
-        info |= {"host": socket.gethostname(), "pid": os.getpid()}
+    def _rewrite(self, path: Path, info: dict[str, Any]) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, path)
+
+    def _stamp_owner(self, key: str) -> None:
+        """Add this process's host, pid and start time to the lock file Prefect just wrote (atomically)."""
+        path = self._lock_path_for_key(key)
+        info = json.loads(path.read_bytes())
+        me = ProcessRecord.of(os.getpid())
+        self._rewrite(path, info | {"host": socket.gethostname(), "pid": me.pid, "started": me.started})
+
+    def record_stage_process(self, key: str, pid: int) -> None:
+        """Name the stage program `pid` in the lock this process holds on `key` (no lock held here: no-op)."""
+        path = self._lock_path_for_key(key)
+        try:
+            info = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return
+        if info.get("pid") != os.getpid() or info.get("host") != socket.gethostname():
+            return
+        self._rewrite(path, info | {"stage": ProcessRecord.of(pid).model_dump()})
 
     def acquire_lock(self, key: str, holder: str, acquire_timeout=None, hold_timeout=None) -> bool:
         acquired = super().acquire_lock(key, holder, acquire_timeout, hold_timeout)
@@ -73,6 +95,8 @@ class StaleLockRecoveringManager(FileSystemLockManager):
         info = self._get_lock_info(key, use_cache=use_cache)
         if info is not None and owner_is_dead(info):
             owner = f"pid {info.get('pid')} on {info.get('host')}" if "pid" in info else "a crashed process"
+            if "stage" in info:
+                owner += f" (stage program pid {info['stage'].get('pid')})"
             logger.warning("lock %s was held by %s, which is gone; releasing it", key, owner)
             Path(info["path"]).unlink(missing_ok=True)
             self._locks.pop(key, None)

@@ -29,6 +29,7 @@ from sparse2dense.graph import current
 from sparse2dense.models import MODEL_DIR
 from sparse2dense.pipeline import plan_stages
 from sparse2dense.preflight import model_source_problem
+from sparse2dense.schema import check_name
 from sparse2dense.services import embedded_tracking_uri
 from sparse2dense.store import verify_stage_dir
 from tasks import tracking
@@ -39,8 +40,9 @@ MODEL_URI = re.compile(r"models:/([^/@]+)(?:/([\w-]+)|@([\w-]+))")
 
 
 def registered_name(config_name: str) -> str:
-    """The registry name of a config's final student (MLflow names: no slashes or quotes)."""
-    return re.sub(r"[^\w.-]", "-", config_name) + "-student"
+    """The registry name of a config's final student: NAME-student. A config's name is a `Name`,
+    whose characters MLflow takes as they are, so no two configs share a registered model."""
+    return f"{check_name(config_name)}-student"
 
 
 def tracking_uri_of(cfg: PipelineConfig) -> str:

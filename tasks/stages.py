@@ -27,10 +27,13 @@ from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import CachePolicy
+from prefect.filesystems import LocalFileSystem
+from prefect.results import ResultStore
 from prefect.transactions import IsolationLevel
 from pydantic import BaseModel, ConfigDict
 
 from sparse2dense.launch import stage_command
+from sparse2dense.processes import ChildGroups, ChildrenStopped
 from sparse2dense.progress import Progress, parse_progress
 from sparse2dense.spec import StageSpec, result_problem
 from sparse2dense.store import StageResult, result_from_dir, stage_dir, verify_stage_dir
@@ -110,6 +113,17 @@ class ProgressArtifact:
             update_progress_artifact(self.id, progress.percent, description=progress.describe())
 
 
+# The stage programs this process runs, each the leader of its own process group: Ctrl-C in a
+# terminal reaches the flow alone, which stops them (`stop_stages`) and records the interrupt, and a
+# program (with what it started, e.g. accelerate's workers) gets SIGTERM when its flow dies.
+STAGE_PROCESSES = ChildGroups()
+
+
+def stop_stages() -> int:
+    """Stop every stage program this process runs, and start no more; returns how many were running."""
+    return STAGE_PROCESSES.stop_all()
+
+
 def _run_program(request: StageRequest, run_id: str, log_path: Path) -> None:
     spec = request.spec
     out_dir = Path(spec.output_dir)
@@ -121,12 +135,15 @@ def _run_program(request: StageRequest, run_id: str, log_path: Path) -> None:
     tail: deque[str] = deque(maxlen=40)
     cmd = stage_command(spec.stage, str(spec_path), spec.inputs.launcher)
     artifact, latest = ProgressArtifact(spec.name), None
+    locks = StaleLockRecoveringManager(lock_files_directory=Path(request.store) / "_prefect" / "locks")
     with (
         open(log_path, "a") as log,
-        subprocess.Popen(
+        STAGE_PROCESSES.start(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(request, run_id)
         ) as proc,
     ):
+        # the stage key stays locked while this program runs, even should this process die first
+        locks.record_stage_process(StageKeyPolicy().compute_key(None, {"request": request}, None), proc.pid)
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -139,6 +156,8 @@ def _run_program(request: StageRequest, run_id: str, log_path: Path) -> None:
                 latest = progress
                 artifact.update(progress)
         code = proc.wait()
+    if STAGE_PROCESSES.was_stopped(proc):
+        raise ChildrenStopped(f"stage {spec.name} stopped: its flow run was interrupted")
     if latest is not None:
         artifact.update(latest, force=True)
     if code != 0:
@@ -206,10 +225,38 @@ class StageOutcome:
     wall_s: float
 
 
+def restore_result_record(request: StageRequest, name: str) -> None:
+    """Write the stage's Prefect result record back when it is missing or unreadable while the stage
+    directory still verifies. Prefect treats such a record as a miss and would run the task, whose
+    program would then only find its finished directory: the stage would be reported computed (with
+    an empty MLflow run) although its files were reused. Restored, the lookup is the cache hit it is."""
+    spec = request.spec
+    results = Path(request.store) / "_prefect" / "results"
+    record_key = StageKeyPolicy().compute_key(None, {"request": request}, None)
+    record = ResultStore(result_storage=LocalFileSystem(basepath=str(results)))
+    if record.exists(record_key):
+        return
+    out_dir = stage_dir(Path(request.store), str(spec.stage), spec.key)
+    if result_problem(spec, out_dir) is not None:
+        return  # nothing to reuse: the task computes the stage
+    path = results / record_key
+    if path.exists():
+        get_run_logger().warning(
+            "stage %s: unreadable Prefect result record %s; rewritten from its verified directory %s",
+            name,
+            path,
+            out_dir,
+        )
+    record.write(result_from_dir(out_dir, spec.name), key=record_key)
+
+
 def configured_task(request: StageRequest, name: str, force: bool = False):
     """The stage's task for this request: its key's lock and result storage under the store,
-    `S2D_TASK_RETRIES` retries, `force` skipping the cache lookup."""
+    `S2D_TASK_RETRIES` retries, `force` skipping the cache lookup. Unless forced, a result record
+    lost while its stage directory verifies is restored first (`restore_result_record`)."""
     store = Path(request.store)
+    if not force:
+        restore_result_record(request, name)
     return stage_task(request.spec.stage).with_options(
         task_run_name=name,
         retries=task_retries(),

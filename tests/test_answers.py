@@ -2,7 +2,7 @@
 
 import pytest
 
-from sparse2dense.answer_extraction import answer_candidates, boxed_answers
+from sparse2dense.answer_extraction import MAX_SEARCHED_CHARS, answer_candidates, boxed_answers
 from sparse2dense.answer_normalization import align_forms, as_number, normalize_answer, numbers_match
 from sparse2dense.grading import Verdict, grade
 
@@ -39,6 +39,21 @@ def test_boxed_answers_join_boxes_only_across_connectors(text, expected):
 )
 def test_answer_stated_without_a_box(text, expected):
     assert answer_candidates(text)[-1] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("x" * MAX_SEARCHED_CHARS + r" so \boxed{7}.", ["7"]),
+        ("x " * MAX_SEARCHED_CHARS + "So the total is 17 apples." + "<|endoftext|>" * 1000, ["17"]),
+    ],
+)
+def test_long_outputs_are_read_from_their_end(text, expected):
+    assert answer_candidates(text)[:1] == expected
+
+
+def test_a_box_before_the_searched_end_is_not_read():
+    assert boxed_answers(r"\boxed{7}" + " and" * MAX_SEARCHED_CHARS) == []
 
 
 @pytest.mark.parametrize(

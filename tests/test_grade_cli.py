@@ -1,8 +1,16 @@
-"""`s2d grade`: records in, records with verdict/reason/ms out, totals per verdict printed."""
+"""`s2d grade`: records in, records with verdict/reason/ms out, totals per verdict printed.
+
+An output path that cannot be written fails before any grading; a write that fails midway leaves the
+previous output as it was.
+"""
 
 import json
+from types import SimpleNamespace
+
+import pytest
 
 from flows.cli import main
+from sparse2dense import grade_file as grade_file_module
 from sparse2dense import grader_pool
 
 RECORDS = [
@@ -52,3 +60,53 @@ def test_default_output_sits_beside_the_input(tmp_path):
     finally:
         grader_pool.shutdown()
     assert json.loads((tmp_path / "preds.graded.jsonl").read_text())["verdict"] == "correct"
+
+
+def test_unwritable_output_fails_before_grading(tmp_path, capsys):
+    src, blocker = tmp_path / "preds.jsonl", tmp_path / "a-file"
+    src.write_text(json.dumps({"gold": "3", "pred": r"999^{999 \cdot 999 \cdot 999}"}) + "\n")
+    blocker.write_text("a regular file where a directory would have to be")
+    out = blocker / "graded.jsonl"  # root may write anywhere, but never below a regular file
+    try:
+        assert main(["grade", str(src), "--output", str(out), "--limit-s", "5"]) == 2
+        assert grader_pool.get_pool().stats.calls == 0  # nothing reached the (stalling) symbolic check
+    finally:
+        grader_pool.shutdown()
+    assert f"error: cannot write {out}:" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "preds.jsonl"]
+
+
+def test_a_failed_write_leaves_the_previous_output_whole(tmp_path, monkeypatch):
+    src, out = tmp_path / "preds.jsonl", tmp_path / "graded.jsonl"
+    src.write_text("".join(json.dumps({"gold": "1", "pred": "1"}) + "\n" for _ in range(3)))
+    out.write_text("previous results\n")
+    written = []
+
+    def dumps_then_fail(record, **kwargs):
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(record)
+        return json.dumps(record, **kwargs)
+
+    monkeypatch.setattr(
+        grade_file_module,
+        "json",
+        SimpleNamespace(loads=json.loads, dumps=dumps_then_fail, JSONDecodeError=json.JSONDecodeError),
+    )
+    with pytest.raises(OSError):
+        grade_file_module.grade_file(src, out)
+    assert out.read_text() == "previous results\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["graded.jsonl", "preds.jsonl"]
+
+
+def test_records_past_what_json_and_utf8_allow(tmp_path, capsys):
+    src, out = tmp_path / "preds.jsonl", tmp_path / "graded.jsonl"
+    lone_surrogate = '{"gold": "1", "pred": "\\ud800 so \\\\boxed{1}"}\n'
+    src.write_text(lone_surrogate + "[" * 100_000 + "\n")
+    try:
+        assert main(["grade", str(src), "--output", str(out)]) == 1
+    finally:
+        grader_pool.shutdown()
+    (graded,) = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert graded["pred"] == "\ud800 so \\boxed{1}" and graded["verdict"] == "correct"
+    assert "line 2: JSON nested too deeply" in capsys.readouterr().err

@@ -63,12 +63,25 @@ def test_fault_points_parse_targets_steps_and_modes():
             parse_fault_points(bad)
 
 
+def _checkpoint(root: Path, step: int, state: bool = True) -> None:
+    """A complete single-process Trainer checkpoint of `step` (tiny files of the real formats)."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = root / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    save_file({"w": torch.zeros(2)}, path / "model.safetensors")
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        torch.save({"x": step}, path / name)
+    if state:
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+
+
 def test_latest_checkpoint_skips_and_removes_incomplete_ones(tmp_path):
     root = tmp_path / "checkpoints"
-    for step in (2, 4, 10):
-        (root / f"checkpoint-{step}").mkdir(parents=True)
     for step in (2, 4):
-        (root / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        _checkpoint(root, step)
+    _checkpoint(root, 10, state=False)
     assert latest_checkpoint(tmp_path) == str(root / "checkpoint-4")
     assert not (root / "checkpoint-10").exists()  # killed mid-save: rewritten when reached again
     assert resume_point(tmp_path) == (4, "resuming from checkpoint-4")
@@ -174,6 +187,71 @@ def test_injected_crash_then_rerun_resumes_opd_from_its_checkpoint(reference, wo
     # the resumed run's training curve continues at step 3 instead of starting over
     client = MlflowClient(again["mlflow"]["tracking_uri"])
     assert [m.step for m in client.get_metric_history(opd["mlflow_run_id"], "loss")] == [3, 4]
+
+
+def _opd_log(workdir: Path) -> Path:
+    return workdir / "store" / "_logs" / "opd" / f"{_stage_dir(workdir, 'opd').name}.log"
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with open(path) as fh:
+        fh.seek(offset)
+        return fh.read()
+
+
+@pytest.mark.slow
+def test_a_save_torn_in_trainer_state_resumes_from_the_checkpoint_before(reference, workdir, monkeypatch):
+    """A full disk or a power loss halfway through writing checkpoint-4's trainer_state.json (after
+    its weights and optimizer, before checkpoint-2 is rotated away): the rerun names checkpoint-4,
+    skips it, resumes from checkpoint-2 and ends exactly where the uninterrupted run did."""
+    _forget(workdir, "opd", "eval/student_final")
+    opd_dir = _stage_dir(workdir, "opd")
+    earlier = _opd_log(workdir).stat().st_size
+    monkeypatch.setenv("S2D_TASK_RETRIES", "0")
+    monkeypatch.setenv("S2D_FAIL_AT", "opd:4:torn")  # checkpoints at steps 2 and 4
+    with pytest.raises(Exception, match="stage opd exited"):
+        _run(workdir)
+    torn = opd_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json"
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(torn.read_text())
+    assert (opd_dir / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
+
+    monkeypatch.delenv("S2D_FAIL_AT")
+    again = _run(workdir)
+    opd = json.loads(Path(again["summary_path"]).read_text())["stages"]["opd"]
+    assert opd["status"] == "computed" and opd["resumed_from_step"] == 2
+    log = _read_from(_opd_log(workdir), earlier)
+    assert "[opd] resuming from checkpoint-2 (skipped and removed damaged checkpoint-4 (unreadable" in log
+    _assert_same_as_reference(again, reference, "opd", "eval/student_final")
+
+
+@pytest.mark.slow
+def test_a_cut_only_checkpoint_makes_the_rerun_start_over(reference, workdir, monkeypatch):
+    """The only checkpoint's trainer_state.json cut in half after a crash: the rerun names it and
+    trains from step 1 instead of failing on every retry. (Not compared with the reference: the
+    kept "before" divergence spares the rerun a sampling pass that reseeds the global RNG.)"""
+    _forget(workdir, "opd", "eval/student_final")
+    opd_dir = _stage_dir(workdir, "opd")
+    monkeypatch.setenv("S2D_TASK_RETRIES", "0")
+    monkeypatch.setenv("S2D_FAIL_AT", "opd:3")
+    with pytest.raises(Exception, match="stage opd exited"):
+        _run(workdir)
+    state = opd_dir / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    text = state.read_text()
+    state.write_text(text[: len(text) // 2])
+
+    monkeypatch.delenv("S2D_FAIL_AT")
+    earlier = _opd_log(workdir).stat().st_size
+    again = _run(workdir)
+    opd = json.loads(Path(again["summary_path"]).read_text())["stages"]["opd"]
+    assert opd["status"] == "computed" and opd["resumed_from_step"] is None
+    log = _read_from(_opd_log(workdir), earlier)
+    assert (
+        "[opd] starting over (skipped and removed damaged checkpoint-2 (unreadable trainer_state.json" in log
+    )
+    client = MlflowClient(again["mlflow"]["tracking_uri"])
+    assert [m.step for m in client.get_metric_history(opd["mlflow_run_id"], "loss")] == [1, 2, 3, 4]
+    assert again["stages"]["eval/student_final"]["status"] == "computed"
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the stage process in /proc")

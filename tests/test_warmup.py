@@ -2,9 +2,11 @@
 are cut to `warmup.max_length`, and the "after" measurement comes after the trained model is saved."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from sparse2dense.losses import compute_forward_kl
 from sparse2dense.sections import ToyArchitecture, WarmupSection
@@ -15,6 +17,7 @@ from sparse2dense.stages.resume import resume_point
 from sparse2dense.stages.warmup import TeacherSequenceTrainer, fit_to_max_length, run_warmup
 from sparse2dense.store import StageResult
 from sparse2dense.toy import build_model, build_tokenizer
+from tests.effects import MARGIN, divergence_fall
 
 
 def _rows(n=16, seed=0):
@@ -93,7 +96,8 @@ def _stage_inputs(tmp_path, tokenizer, teacher, student):
         tokenizer.save_pretrained(tmp_path / name)
     rollouts = tmp_path / "rollouts"
     (rollouts / "rollouts").mkdir(parents=True)
-    for split, rows in (("train", _rows(16)), ("heldout", _rows(4, seed=1))):
+    # 32 held-out sequences: enough units for the KL's fall to be measured against its error.
+    for split, rows in (("train", _rows(16)), ("heldout", _rows(32, seed=1))):
         (rollouts / "rollouts" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     upstream = StageResult(
         stage="teacher_rollouts", name="rollouts", key="r", path=str(rollouts), manifest_digest="d"
@@ -139,8 +143,17 @@ def test_after_measurement_follows_the_save_and_a_rerun_does_not_train_again(tmp
     assert len(widths) == trained
     assert len(measured) == 3  # only "after": "before" was kept from the first launch
     metrics = output.metrics
-    assert metrics["forward_kl_after"] < metrics["forward_kl_before"]
     assert metrics["truncated_sequences"] > 0 and metrics["dropped_sequences"] == 0
+    # The KL's fall, re-measured sequence by sequence from the saved models: the stage's numbers,
+    # and a fall of several standard errors.
+    lines = (Path(upstream.path) / "rollouts" / "heldout.jsonl").read_text().splitlines()
+    pairs = [(r["prompt_ids"], r["completion_ids"]) for r in map(json.loads, lines)]
+    trained = AutoModelForCausalLM.from_pretrained(out / "model")
+    effect, kl = divergence_fall(teacher, student, trained, pairs, tokenizer.pad_token_id, "forward_kl")
+    assert kl["before"] == pytest.approx(metrics["forward_kl_before"], rel=1e-4)
+    assert kl["after"] == pytest.approx(metrics["forward_kl_after"], rel=1e-4)
+    print("EFFECT", effect, kl)  # TMP
+    assert effect.margin >= MARGIN, effect
 
 
 def test_sft_objective_still_trains_and_measures(tmp_path, monkeypatch):

@@ -2,11 +2,13 @@
 
 Training stages (base, teacher_rl/student_rl, warmup, opd) save a trainer checkpoint every
 `checkpoint_every` steps into `<stage dir>/checkpoints/` and, when relaunched, resume from the newest
-*complete* one (a `checkpoint-N` directory holding its `trainer_state.json`, which the Trainer writes
-after the weights, optimizer, scheduler and RNG states): global step, optimizer and scheduler state,
-RNG states and data order continue where they stopped. Generation stages (teacher_rollouts, eval)
-write their samples in shards of `batch_size` prompts (`checkpoints/shards/<part>/00003.jsonl`,
-each written atomically and sampled with seed + shard index) and skip the shards that already exist.
+*complete* one (`checkpoint_problem`: a readable `trainer_state.json` of its step, weights whose
+headers load, whole optimizer, scheduler and RNG states): global step, optimizer and scheduler
+state, RNG states and data order continue where they stopped. A newer damaged one (a save cut off by
+a full disk, a kill or a power loss) is named in the stage log and removed; training rewrites it.
+Generation stages (teacher_rollouts, eval) write their samples in shards of `batch_size` prompts
+(`checkpoints/shards/<part>/00003.jsonl`, each written atomically and sampled with seed + shard
+index) and skip the shards that already exist.
 Either way a resumed stage produces the same result as an uninterrupted one (same files, same
 metrics, same manifest digest); `run_stage` removes `checkpoints/` once the result is final and
 records `resumed_from_step` in the manifest (the checkpoint's step, or the number of finished shards).
@@ -18,7 +20,9 @@ Fault injection, for tests and for checking a setup:
 TARGET is a stage name (`opd`, `eval/student_final`, `base/teacher`) or a stage kind (`eval`,
 `base`, `teacher_rl`, ...). STEP is a training step (optimizer step, `global_step`) for training
 stages, and the number of shards written for generation stages. MODE is `raise` (default: the
-stage raises `InjectedFault` and exits non-zero) or `kill` (the stage SIGKILLs itself). A training
+stage raises `InjectedFault` and exits non-zero), `kill` (the stage SIGKILLs itself) or `torn` (on a
+checkpoint step: the stage raises halfway through writing that checkpoint's `trainer_state.json`,
+leaving what a full disk or a power loss during the save leaves; elsewhere as `raise`). A training
 stage dies right after step STEP, after that step's checkpoint when STEP is a checkpoint step; a
 generation stage dies right after its STEP-th shard is written. Each stage directory fails at most
 once (a marker file in `checkpoints/`), so a Prefect retry or a rerun resumes and finishes.
@@ -26,16 +30,19 @@ once (a marker file in `checkpoints/`), so a Prefect retry or a rerun resumes an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
 import signal
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError, safe_open
 from transformers import TrainerCallback
 
 from sparse2dense.progress import ProgressCallback
@@ -44,6 +51,7 @@ from sparse2dense.store import CHECKPOINTS
 SHARDS = "shards"
 FAULT_ENV = "S2D_FAIL_AT"
 FAULT_MARKER = "fault-injected"
+FAULT_MODES = ("raise", "kill", "torn")
 TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -56,7 +64,7 @@ class InjectedFault(RuntimeError):
 class FaultPoint:
     target: str
     step: int
-    mode: str = "raise"  # "raise" | "kill"
+    mode: str = "raise"  # "raise" | "kill" | "torn"
 
 
 def parse_fault_points(text: str) -> list[FaultPoint]:
@@ -67,10 +75,10 @@ def parse_fault_points(text: str) -> list[FaultPoint]:
             continue
         fields = item.split(":")
         mode = "raise"
-        if fields[-1] in ("raise", "kill"):
+        if fields[-1] in FAULT_MODES:
             mode = fields.pop()
         if len(fields) != 2 or not fields[0] or not fields[1].isdigit() or int(fields[1]) < 1:
-            raise ValueError(f"{FAULT_ENV}: {item!r} is not TARGET:STEP[:raise|kill] with STEP >= 1")
+            raise ValueError(f"{FAULT_ENV}: {item!r} is not TARGET:STEP[:raise|kill|torn] with STEP >= 1")
         points.append(FaultPoint(fields[0], int(fields[1]), mode))
     return points
 
@@ -84,17 +92,39 @@ class FaultInjector:
         self.marker = Path(out_dir) / CHECKPOINTS / FAULT_MARKER
         self.points = [p for p in parse_fault_points(text) if p.target in (name, stage)]
 
-    def reached(self, step: int) -> None:
-        """Call when `step` is done and durable; dies here if a fault point says so."""
+    def _due(self, step: int) -> FaultPoint | None:
         point = next((p for p in self.points if p.step == step), None)
-        if point is None or self.marker.exists():
-            return
+        return None if point is None or self.marker.exists() else point
+
+    def _fire(self, point: FaultPoint) -> None:
         self.marker.parent.mkdir(parents=True, exist_ok=True)
-        self.marker.write_text(json.dumps({"target": point.target, "step": step, "mode": point.mode}))
-        print(f"[{self.name}] {FAULT_ENV}: injected {point.mode} at step {step}", flush=True)
+        self.marker.write_text(json.dumps({"target": point.target, "step": point.step, "mode": point.mode}))
+        print(f"[{self.name}] {FAULT_ENV}: injected {point.mode} at step {point.step}", flush=True)
         if point.mode == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
-        raise InjectedFault(f"{FAULT_ENV}: injected failure of {self.name} at step {step}")
+        raise InjectedFault(f"{FAULT_ENV}: injected failure of {self.name} at step {point.step}")
+
+    def reached(self, step: int) -> None:
+        """Call when `step` is done and durable; dies here if a fault point says so."""
+        if point := self._due(step):
+            self._fire(point)
+
+    def tear_next_save(self, state: Any) -> None:
+        """Before the checkpoint save of `state.global_step`: when a `torn` point is due there, that
+        save writes half of its `trainer_state.json` (after the weights, optimizer, scheduler and RNG
+        states, before older checkpoints are rotated away) and dies."""
+        point = self._due(state.global_step)
+        if point is None or point.mode != "torn":
+            return
+
+        def save_half(json_path: str) -> None:
+            # the bytes TrainerState.save_to_json writes, cut off halfway
+            text = json.dumps(dataclasses.asdict(state), indent=2, sort_keys=True) + "\n"
+            with open(json_path, "w", encoding="utf-8") as fh:
+                fh.write(text[: len(text) // 2])
+            self._fire(point)
+
+        state.save_to_json = save_half
 
 
 def checkpoint_step(path: str | Path) -> int:
@@ -104,22 +134,111 @@ def checkpoint_step(path: str | Path) -> int:
     return int(match.group(1))
 
 
-def latest_checkpoint(out_dir: Path) -> str | None:
-    """The newest complete trainer checkpoint in `out_dir/checkpoints`, or None.
+# What a Trainer checkpoint holds, by file name. One process: model.safetensors (or its shards, or
+# a PEFT adapter), optimizer.pt, scheduler.pt, rng_state.pth. FSDP: pytorch_model_fsdp*.bin or a
+# pytorch_model_fsdp_0/ folder, optimizer*.bin or an optimizer_0/ folder, rng_state_<rank>.pth.
+# DeepSpeed: a global_step<N>/ folder holds the model, optimizer and scheduler states.
+_WEIGHTS = re.compile(
+    r"^((model|adapter_model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)"
+    r"|(model|pytorch_model)\.(safetensors|bin)\.index\.json|pytorch_model_fsdp.*)$"
+)
+_OPTIMIZER = re.compile(r"^optimizer(_\d+)?(\.pt|\.bin)?$")
+_SCHEDULER = re.compile(r"^scheduler\.pt$")
+_RNG_STATE = re.compile(r"^rng_state(_(\d+))?\.pth$")
+# torch.save writes zip archives: a cut-off one has lost its central directory at the end
+_TORCH_FILES = {".pt", ".pth", ".bin"}
+_DCP_METADATA = ".metadata"  # torch.distributed.checkpoint writes it after every shard
 
-    A checkpoint is complete once its `trainer_state.json` exists (the Trainer writes it after the
-    weights, optimizer, scheduler and RNG states). Newer incomplete ones (a kill during a save) are
-    removed, so the Trainer rewrites them when it gets there again.
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why the Trainer checkpoint `path` cannot be resumed from, or None when it is complete.
+
+    Cheap: JSON files are parsed, safetensors headers read (the library checks that the data the
+    header promises is all there), torch.save archives found whole from their central directory,
+    distributed-checkpoint folders checked for the metadata they write last. Contents are not hashed.
     """
+    path = Path(path)
+    step = checkpoint_step(path)
+    try:
+        state = json.loads((path / TRAINER_STATE).read_text())
+    except FileNotFoundError:
+        return f"no {TRAINER_STATE}"
+    except (OSError, ValueError) as err:
+        return f"unreadable {TRAINER_STATE} ({err})"
+    saved_at = state.get("global_step") if isinstance(state, dict) else None
+    if saved_at != step:
+        return f"{TRAINER_STATE} is of step {saved_at}, not {step}"
+    names = [p.name for p in path.iterdir()]
+    deepspeed = (path / f"global_step{step}").is_dir()
+    needed = {"weights": _WEIGHTS, "optimizer state": _OPTIMIZER, "scheduler state": _SCHEDULER}
+    if deepspeed:  # its folder holds these three
+        needed = {}
+    needed["rng state"] = _RNG_STATE
+    for what, pattern in needed.items():
+        if not any(pattern.match(name) for name in names):
+            return f"no {what} file"
+    ranks = sorted(int(m.group(2)) for name in names if (m := _RNG_STATE.match(name)) and m.group(2))
+    if ranks != list(range(len(ranks))):
+        return f"rng states of ranks {ranks}, not 0..{len(ranks) - 1}"
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        if problem := _file_problem(file):
+            return f"{file.relative_to(path)}: {problem}"
+    for folder in sorted(p for p in path.rglob("*") if p.is_dir()):
+        if any(folder.glob("*.distcp")) and not (folder / _DCP_METADATA).is_file():
+            return f"{folder.relative_to(path)}: distributed checkpoint without its {_DCP_METADATA}"
+    return None
+
+
+def _file_problem(file: Path) -> str | None:
+    if file.suffix not in {".safetensors", ".json", *_TORCH_FILES, ".distcp"}:
+        return None
+    if file.stat().st_size == 0:
+        return "empty"
+    if file.suffix == ".safetensors":
+        try:
+            with safe_open(file, framework="pt"):
+                return None
+        except (SafetensorError, OSError) as err:
+            return f"unreadable safetensors header ({err})"
+    if file.suffix == ".json":
+        try:
+            index = json.loads(file.read_text())
+        except (OSError, ValueError) as err:
+            return f"unreadable JSON ({err})"
+        shards = index.get("weight_map", {}).values() if isinstance(index, dict) else []
+        missing = sorted({s for s in shards if not (file.parent / s).is_file()})
+        return f"names missing weight shards {missing}" if missing else None
+    if file.suffix in _TORCH_FILES and not zipfile.is_zipfile(file):
+        return "cut off (not a whole torch.save archive)"
+    return None
+
+
+def resumable_checkpoint(out_dir: Path) -> tuple[str | None, list[str]]:
+    """(the newest complete trainer checkpoint in `out_dir/checkpoints` or None, each newer one
+    skipped with why). Skipped ones are removed, so the Trainer rewrites them when it gets there."""
     root = Path(out_dir) / CHECKPOINTS
     if not root.is_dir():
-        return None
+        return None, []
     found = sorted(
         (p for p in root.iterdir() if p.is_dir() and _CHECKPOINT_RE.match(p.name)), key=checkpoint_step
     )
-    while found and not (found[-1] / TRAINER_STATE).is_file():
-        shutil.rmtree(found.pop(), ignore_errors=True)
-    return str(found[-1]) if found else None
+    skipped = []
+    while found:
+        newest = found.pop()
+        try:
+            problem = checkpoint_problem(newest)
+        except OSError as err:  # another process of this stage removing it now
+            problem = f"unreadable ({err})"
+        if problem is None:
+            return str(newest), skipped
+        skipped.append(f"{newest.name} ({problem})")
+        shutil.rmtree(newest, ignore_errors=True)
+    return None, skipped
+
+
+def latest_checkpoint(out_dir: Path) -> str | None:
+    """The newest complete trainer checkpoint in `out_dir/checkpoints`, or None (`resumable_checkpoint`)."""
+    return resumable_checkpoint(out_dir)[0]
 
 
 def finished_shards(out_dir: Path) -> int:
@@ -129,12 +248,15 @@ def finished_shards(out_dir: Path) -> int:
 
 def resume_point(out_dir: Path) -> tuple[int | None, str | None]:
     """(resumed_from_step, what) for a relaunched stage: the newest complete checkpoint's step, else
-    the number of finished shards; (None, None) for a fresh start."""
-    if checkpoint := latest_checkpoint(out_dir):
-        return checkpoint_step(checkpoint), f"resuming from {Path(checkpoint).name}"
+    the number of finished shards; (None, None) for a fresh start. `what` names the damaged
+    checkpoints skipped on the way."""
+    checkpoint, skipped = resumable_checkpoint(out_dir)
+    removed = f" (skipped and removed damaged {'; '.join(skipped)})" if skipped else ""
+    if checkpoint:
+        return checkpoint_step(checkpoint), f"resuming from {Path(checkpoint).name}{removed}"
     if shards := finished_shards(out_dir):
-        return shards, f"resuming with {shards} finished shard(s)"
-    return None, None
+        return shards, f"resuming with {shards} finished shard(s){removed}"
+    return None, f"starting over{removed}" if skipped else None
 
 
 def logged_mean_loss(history: list[dict[str, Any]]) -> float:
@@ -179,6 +301,7 @@ class ResumeCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if control.should_save:
             control.should_log = True
+            self.injector.tear_next_save(state)
         else:
             self.injector.reached(state.global_step)
         return control
