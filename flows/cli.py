@@ -16,6 +16,7 @@ runs directory, else a temporary local server whose database lives under the run
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -103,6 +104,9 @@ INTERRUPTED = 130
 
 
 def interrupted() -> int:
+    # The interpreter's last garbage collection at exit walks every object torch, transformers and
+    # mlflow made (seconds on a busy machine); frozen, they are skipped and Ctrl-C ends promptly.
+    gc.freeze()
     print(
         "interrupted: run the same command to resume (finished stages are cached, "
         "interrupted ones resume from their checkpoints)",

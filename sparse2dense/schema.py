@@ -41,11 +41,8 @@ def check_name(value: str) -> str:
     return value
 
 
-Name = Annotated[
-    str,
-    AfterValidator(check_name),
-    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "maxLength": NAME_MAX_LENGTH}),
-]
+NAME_JSON_SCHEMA = {"type": "string", "pattern": NAME_PATTERN, "maxLength": NAME_MAX_LENGTH}
+Name = Annotated[str, AfterValidator(check_name), WithJsonSchema(NAME_JSON_SCHEMA)]
 
 Positive = Annotated[int, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]

@@ -24,7 +24,14 @@ import urllib.request
 from pathlib import Path
 
 from sparse2dense.config import ConfigError
-from sparse2dense.processes import ProcessRecord, command_line, start_child, stop_group, stop_recorded_group
+from sparse2dense.processes import (
+    ProcessRecord,
+    command_line,
+    process_is_alive,
+    start_child,
+    stop_group,
+    stop_recorded_group,
+)
 
 HOST = "127.0.0.1"
 SERVICES_FILE = "services.json"
@@ -237,18 +244,18 @@ def down(runs_dir: Path, timeout_s: float = 30) -> dict[str, str]:
     outcome = {}
     for name, info in read_services(runs_dir).items():
         record, pid = _record(info), info["pid"]
-        if record.started is None:
+        if not process_is_alive(pid):
+            outcome[name] = "not running"
+        elif record.started is None:
             outcome[name] = (
                 f"not stopped: the record of pid {pid} has no start time to tell it from a later process "
-                f"with that pid (now: {command_line(pid) or 'none'}); stop it yourself if it is the server"
+                f"with that pid (now: {command_line(pid)}); stop it yourself if it is the server"
             )
         elif record.is_replaced():
             outcome[name] = f"not stopped: pid {pid} is another process now ({command_line(pid)})"
-        elif record.is_running():
+        else:
             stop_recorded_group(record, timeout_s)
             outcome[name] = "stopped"
-        else:
-            outcome[name] = "not running"
     (runs_dir / SERVICES_FILE).unlink(missing_ok=True)
     return outcome
 

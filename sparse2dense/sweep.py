@@ -33,7 +33,7 @@ from sparse2dense.config import PipelineConfig, Seed, validate_config
 from sparse2dense.config_files import ConfigError, apply_overrides, format_errors, read_yaml_mapping
 from sparse2dense.graph import current
 from sparse2dense.pipeline import plan_keys
-from sparse2dense.schema import NAME_MAX_LENGTH, Name, check_name
+from sparse2dense.schema import NAME_JSON_SCHEMA, NAME_MAX_LENGTH, Name, check_name
 from sparse2dense.sections import GRPO_RECIPE
 
 
@@ -105,7 +105,8 @@ class SweepSpec(BaseModel):
     )
     base: PipelineConfig = Field(description="The config every arm starts from.")
     arms: dict[str, Arm] = Field(
-        description="Arm name (a name, like `name`) -> overrides and switched-off stages; run in this order."
+        description="Arm name (a name, like `name`) -> overrides and switched-off stages; run in this order.",
+        json_schema_extra={"propertyNames": NAME_JSON_SCHEMA},
     )
     reference: str | None = Field(None, description="Arm that deltas are taken against (none: the first).")
     seeds: list[Seed] = Field(
@@ -251,7 +252,8 @@ class SweepFile(BaseModel):
         default_factory=list, description="Paired deltas a - b reported besides each arm vs the reference."
     )
     arms: dict[str, Arm] = Field(
-        description="Arm name (a name, like `name`) -> overrides and switched-off stages; run in this order."
+        description="Arm name (a name, like `name`) -> overrides and switched-off stages; run in this order.",
+        json_schema_extra={"propertyNames": NAME_JSON_SCHEMA},
     )
 
     @field_validator("arms")

@@ -63,6 +63,14 @@ def unpaired_gain(after: Sequence[float], before: Sequence[float]) -> Effect:
     return Effect(ma - mb, math.sqrt(va / len(after) + vb / len(before)), len(after) + len(before))
 
 
+def interval_effect(gain: float, low: float, high: float, n: int, confidence: float = 0.95) -> Effect:
+    """A gain whose standard error is read off its two-sided `confidence` interval (a bootstrap
+    percentile interval of a mean is close to normal: its half-width is z standard errors)."""
+    from scipy.stats import norm
+
+    return Effect(gain, (high - low) / (2 * float(norm.ppf(0.5 + confidence / 2))), n)
+
+
 def eval_gain(summary: dict, after: str, before: str, benchmark: str = "toy_test") -> Effect:
     """Paired per-problem accuracy gain of eval stage `after` over `before` (e.g. eval/teacher_rl
     over eval/teacher_base), read from their per-sample records."""
@@ -142,3 +150,81 @@ def sampled_divergence_fall(teacher, before, after, tokenizer, prompts, sampling
         ]
 
     return paired_gain([b - a for b, a in zip(per_prompt(before), per_prompt(after), strict=True)])
+
+
+# ---- the effects of a finished post-train run's stages, from its store --------------------------------
+
+
+def _stage_dir(summary: dict, name: str) -> Path:
+    return Path(summary["stages"][name]["path"])
+
+
+def _trained(summary: dict, name: str):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(_stage_dir(summary, name) / "model").eval()
+
+
+def pretraining_fall(summary: dict, name: str, sequences: int = 64) -> Effect:
+    """Toy pre-training (`base/teacher`, `base/student`): the completion loss on the first
+    `sequences` pre-training solutions, from the seeded initialisation to the trained model."""
+    from sparse2dense.data import load_records
+    from sparse2dense.graph import BaseInputs
+    from sparse2dense.prompts import encode_prompt, render_prompts
+    from sparse2dense.spec import load_spec
+    from sparse2dense.stages.base import pretraining_text
+    from sparse2dense.toy import build_model, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    spec = load_spec(_stage_dir(summary, name) / "spec.json")
+    inputs = spec.inputs_of(BaseInputs)
+    records = load_records(_stage_dir(summary, "data_prep") / "splits" / "base.jsonl")
+    records = pretraining_text(records, inputs.train)[:sequences]
+    prompts = render_prompts(tokenizer, records, inputs.prompt)
+    pairs = [
+        (
+            encode_prompt(tokenizer, p),
+            tokenizer(r["solution"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id],
+        )
+        for p, r in zip(prompts, records, strict=True)
+    ]
+    initial = build_model(inputs.models["policy"].toy, tokenizer, spec.seed)
+    return loss_fall(initial, _trained(summary, name), pairs)
+
+
+def warmup_fall(summary: dict) -> tuple[Effect, dict]:
+    """Warmup: the forward KL to the RL'd teacher on the held-out teacher rollouts (the sequences
+    the stage measures), from the base student to the warmed-up one; and both token means."""
+    from sparse2dense.data import load_records
+    from sparse2dense.toy import build_tokenizer
+
+    rows = load_records(_stage_dir(summary, "teacher_rollouts") / "rollouts" / "heldout.jsonl")
+    pairs = [(r["prompt_ids"], r["completion_ids"]) for r in rows]
+    teacher, before, after = (_trained(summary, n) for n in ("teacher_rl", "base/student", "warmup"))
+    return divergence_fall(teacher, before, after, pairs, build_tokenizer().pad_token_id, "forward_kl")
+
+
+def opd_fall(summary: dict, prompts: int = 64) -> Effect:
+    """OPD: the reverse KL to the RL'd teacher on each student's own samples (as the stage measures
+    it, with its sampling settings), for `prompts` unlabeled prompts, from the warmed-up student to
+    the distilled one."""
+    import random
+
+    from sparse2dense.data import load_records
+    from sparse2dense.generation import SamplingParams
+    from sparse2dense.graph import OPDInputs
+    from sparse2dense.prompts import render_prompts
+    from sparse2dense.spec import load_spec
+    from sparse2dense.toy import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    spec = load_spec(_stage_dir(summary, "opd") / "spec.json")
+    inputs = spec.inputs_of(OPDInputs)
+    problems = load_records(_stage_dir(summary, "data_prep") / "splits" / "unlabeled.jsonl")
+    rendered = render_prompts(tokenizer, problems, inputs.prompt)
+    chosen = random.Random(spec.seed).sample(rendered, min(prompts, len(rendered)))
+    sampling = SamplingParams(
+        temperature=inputs.opd.temperature, max_new_tokens=inputs.opd.max_completion_length, seed=spec.seed
+    )
+    teacher, before, after = (_trained(summary, n) for n in ("teacher_rl", "warmup", "opd"))
+    return sampled_divergence_fall(teacher, before, after, tokenizer, chosen, sampling, "reverse_kl")

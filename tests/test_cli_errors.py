@@ -1,7 +1,10 @@
 """Bad input to `s2d` ends in one clear error naming what is wrong, never a traceback.
 
-Each case runs the real command line in a subprocess (as a user would), so an uncaught exception
-anywhere on the way would show as a traceback on stderr.
+Most cases run the real command line in a subprocess (as a user would), so an uncaught exception
+anywhere on the way would show as a traceback on stderr. Cases that the original command would
+answer by starting a run call `main()` in-process with the server start replaced by a raise
+(`no_server`): the input must be refused before it. A failed sweep and lost Prefect result records
+are checked on real runs (a failing sweep, the session's micro run).
 """
 
 import json
@@ -98,7 +101,7 @@ def no_server(monkeypatch):
     would start a Prefect server (and a run) stops there instead."""
     import flows.cli
 
-    def refuse(cfg):
+    def refuse(cfg, **options):
         raise ServerStarted
 
     monkeypatch.setattr(flows.cli, "prepare_environment", refuse)
@@ -125,9 +128,9 @@ def test_force_accepts_planned_names_and_kinds(tmp_path, no_server):
 
 def test_force_in_evaluate_is_checked_against_its_own_plan(tmp_path):
     runs = tmp_path / "runs"
-    proc = _s2d(
-        "evaluate", str(TOY), "--set", f"runs_dir={runs}", "--force", "eval/student_final", cwd=tmp_path
-    )
+    # the force check comes first: the missing model path is not what stops the command
+    args = ["--set", f"runs_dir={runs}", "--model-path", "/nonexistent/model"]
+    proc = _s2d("evaluate", str(TOY), *args, "--force", "eval/student_final", cwd=tmp_path)
     _clear(proc, 2, "'eval/student_final' (did you mean 'eval/student'?)", "planned stages are data_prep")
     assert not (runs / "prefect").exists()
 
@@ -215,7 +218,7 @@ def test_failed_sweep_ends_with_its_message_and_report(prefect_server, tmp_path)
     assert "| only | 0/1 |" in report and report.rstrip().endswith("| failed |")
 
 
-def test_lost_result_records_are_restored_and_their_stages_reported_cached(micro_run, micro_workdir):
+def test_lost_result_records_are_restored_and_their_stages_reported_cached(micro_run, micro_workdir, caplog):
     """Prefect takes an unreadable (or missing) result record for a miss; the stage directory still
     verifies, so nothing is recomputed, and the stage must say `cached`, not `computed`."""
     from prefect.filesystems import LocalFileSystem
@@ -236,5 +239,7 @@ def test_lost_result_records_are_restored_and_their_stages_reported_cached(micro
     again = post_train(load_config(TOY, [*MICRO, *paths]))
     assert {name: again["stages"][name]["status"] for name in records} == dict.fromkeys(records, "cached")
     assert {p: p.stat().st_size for p in logs} == logs  # no stage program ran
+    warned = [r.getMessage() for r in caplog.records if "unreadable Prefect result record" in r.getMessage()]
+    assert len(warned) == 1 and str(results / records["data_prep"]) in warned[0]
     readable = ResultStore(result_storage=LocalFileSystem(basepath=str(results)))
     assert all(readable.exists(record) for record in records.values())

@@ -51,59 +51,13 @@ def test_first_run_computes_every_stage_and_writes_summary(first):
 def test_objectives_move_the_right_way(first):
     """Each objective falls by several standard errors, re-measured sequence by sequence from the
     saved models: a fall that another CPU's rounding could undo is no evidence of learning."""
-    import random
+    from tests.effects import MARGIN, opd_fall, pretraining_fall, warmup_fall
 
-    from transformers import AutoModelForCausalLM
-
-    from sparse2dense.data import load_records
-    from sparse2dense.generation import SamplingParams
-    from sparse2dense.graph import BaseInputs, OPDInputs
-    from sparse2dense.prompts import encode_prompt, render_prompts
-    from sparse2dense.spec import load_spec
-    from sparse2dense.toy import build_model, build_tokenizer
-    from tests.effects import MARGIN, divergence_fall, loss_fall, sampled_divergence_fall
-
-    stages, tokenizer = first["stages"], build_tokenizer()
-
-    def path(name: str) -> Path:
-        return Path(stages[name]["path"])
-
-    def trained(name: str):
-        return AutoModelForCausalLM.from_pretrained(path(name) / "model").eval()
-
-    data = path("data_prep") / "splits"
-    falls = {}
-    for name in ("base/teacher", "base/student"):  # the loss from the seeded initialisation to the end
-        spec = load_spec(path(name) / "spec.json")
-        inputs = spec.inputs_of(BaseInputs)
-        initial = build_model(inputs.models["policy"].toy, tokenizer, spec.seed)
-        records = load_records(data / "base.jsonl")[:64]
-        prompts = render_prompts(tokenizer, records, inputs.prompt)
-        pairs = [
-            (encode_prompt(tokenizer, p), tokenizer(r["solution"])["input_ids"] + [tokenizer.eos_token_id])
-            for p, r in zip(prompts, records, strict=True)
-        ]
-        falls[name] = loss_fall(initial, trained(name), pairs)
-
-    teacher = trained("teacher_rl")
-    rollouts = load_records(path("teacher_rollouts") / "rollouts" / "heldout.jsonl")
-    pairs = [(r["prompt_ids"], r["completion_ids"]) for r in rollouts]
-    falls["warmup"], kl = divergence_fall(
-        teacher, trained("base/student"), trained("warmup"), pairs, tokenizer.pad_token_id, "forward_kl"
-    )
-    warmup = stages["warmup"]["metrics"]  # the stage measured the same sequences
+    falls = {name: pretraining_fall(first, name) for name in ("base/teacher", "base/student")}
+    falls["warmup"], kl = warmup_fall(first)
+    warmup = first["stages"]["warmup"]["metrics"]  # the stage measured the same sequences
     assert kl == pytest.approx({"before": warmup["forward_kl_before"], "after": warmup["forward_kl_after"]})
-
-    spec = load_spec(path("opd") / "spec.json")
-    inputs = spec.inputs_of(OPDInputs)
-    problems = load_records(data / "unlabeled.jsonl")
-    prompts = random.Random(spec.seed).sample(render_prompts(tokenizer, problems, inputs.prompt), 64)
-    sampling = SamplingParams(
-        temperature=inputs.opd.temperature, max_new_tokens=inputs.opd.max_completion_length, seed=spec.seed
-    )
-    falls["opd"] = sampled_divergence_fall(
-        teacher, trained("warmup"), trained("opd"), tokenizer, prompts, sampling, "reverse_kl"
-    )
+    falls["opd"] = opd_fall(first)
     print({k: str(v) for k, v in falls.items()})  # TMP
     assert all(f.margin >= MARGIN for f in falls.values()), {k: str(v) for k, v in falls.items()}
 

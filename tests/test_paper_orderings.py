@@ -7,14 +7,16 @@ Slow: the whole `configs/sweeps/toy-ablations.yaml` sweep at seeds 1, 2, 3 from 
 What is asserted is what the README claims, no more: per seed, the teacher starts ahead of the
 student, RL lifts the teacher and the bridge lifts the student, each by at least 5 points with
 disjoint 95% intervals; and each of the paper's orderings between arms holds as a paired delta
-whose pooled 95% CI excludes 0 and whose sign is the same at every seed. Stage 4 on held-out labels
-against the replay control is reported by the sweep but not asserted: the toy world gives held-out
-labels nothing that replayed ones lack (README, "The paper in miniature").
+whose pooled 95% CI excludes 0, at least 3 standard errors from 0 (read off that CI), and whose
+sign is the same at every seed. Stage 4 on held-out labels against the replay control is reported
+by the sweep but not asserted: the toy world gives held-out labels nothing that replayed ones lack
+(README, "The paper in miniature").
 """
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.effects import MARGIN, interval_effect
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +27,7 @@ ORDERINGS = [  # (a, b): the paper says a > b
     ("full_bridge", "no_warmup"),
     ("full_bridge", "no_opd"),
 ]
-MARGIN = 0.05
+POINTS = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def report(prefect_server, tmp_path_factory):
 
 
 def _clearly_above(high: dict, low: dict) -> bool:
-    return high["avg@2"] - low["avg@2"] >= MARGIN and high["avg@2_ci95_low"] > low["avg@2_ci95_high"]
+    return high["avg@2"] - low["avg@2"] >= POINTS and high["avg@2_ci95_low"] > low["avg@2_ci95_high"]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -57,7 +59,8 @@ def test_the_papers_ordering_holds_pooled_and_at_every_seed(report, a, b):
     delta = next(d for d in report["deltas"] if (d["a"], d["b"], d["benchmark"]) == (a, b, "toy_test"))
     result = delta["result"]
     assert result is not None, delta["reason"]
-    assert result["low"] > 0, result
+    pooled = interval_effect(result["delta"], result["low"], result["high"], sum(result["problems"]))
+    assert result["low"] > 0 and pooled.margin >= MARGIN, (str(pooled), result)
     assert len(result["per_seed"]) == len(SEEDS) and min(result["per_seed"]) > 0, result
 
 

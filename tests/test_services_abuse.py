@@ -26,7 +26,6 @@ import psutil
 import pytest
 
 from flows.cli import main
-from sparse2dense.processes import ChildGroups, ProcessRecord, process_is_alive, start_ticks
 from tests.conftest import MICRO, ROOT, TOY
 from tests.observe import processes_running
 
@@ -50,6 +49,20 @@ def _processes_under(path: Path) -> list[psutil.Process]:
     return found
 
 
+def _start_ticks(pid: int) -> int:
+    """When `pid` started (clock ticks since boot): field 22 of /proc/<pid>/stat."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # our own child, once it has exited
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _kill_processes_under(path: Path) -> None:
     for proc in _processes_under(path):
         with contextlib.suppress(psutil.Error):
@@ -58,7 +71,7 @@ def _kill_processes_under(path: Path) -> None:
 
 def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
     deadline = time.monotonic() + timeout_s
-    while (alive := [p for p in pids if process_is_alive(p)]) and time.monotonic() < deadline:
+    while (alive := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
         time.sleep(0.1)
     return alive
 
@@ -115,8 +128,10 @@ def _assert_refuses_other_origins(api: str) -> None:
 
 
 def test_a_process_record_does_not_match_a_later_process_with_its_pid():
+    from sparse2dense.processes import ProcessRecord
+
     me = ProcessRecord.of(os.getpid())
-    assert me.started == start_ticks(os.getpid()) and me.is_running() and not me.is_replaced()
+    assert me.started == _start_ticks(os.getpid()) and me.is_running() and not me.is_replaced()
     other = ProcessRecord(pid=os.getpid(), started=me.started + 1)  # an earlier process with this pid
     assert not other.is_running() and other.is_replaced()
 
@@ -132,7 +147,7 @@ def test_a_lock_is_held_while_its_stage_program_runs_though_its_flow_is_gone(tmp
             "expiration": None,
             "host": socket.gethostname(),
             "pid": int(dead_flow.stdout),
-            "stage": ProcessRecord.of(stage.pid).model_dump(),
+            "stage": {"pid": stage.pid, "started": _start_ticks(stage.pid)},
         }
         (tmp_path / "k.lock").write_text(json.dumps(info))
         manager = StaleLockRecoveringManager(lock_files_directory=tmp_path)
@@ -152,8 +167,8 @@ def test_the_lock_holder_names_its_stage_program_and_nobody_else_can(tmp_path):
     assert manager.acquire_lock("k", holder="me")
     manager.record_stage_process("k", os.getppid())
     info = json.loads((tmp_path / "k.lock").read_text())
-    assert info["pid"] == os.getpid() and info["started"] == start_ticks(os.getpid())
-    assert info["stage"] == {"pid": os.getppid(), "started": start_ticks(os.getppid())}
+    assert info["pid"] == os.getpid() and info["started"] == _start_ticks(os.getpid())
+    assert info["stage"] == {"pid": os.getppid(), "started": _start_ticks(os.getppid())}
 
     foreign = {"holder": "other", "expiration": None, "host": "elsewhere", "pid": 1}
     (tmp_path / "f.lock").write_text(json.dumps(foreign))
@@ -191,7 +206,7 @@ def test_a_child_dies_when_the_thread_that_started_it_is_killed(tmp_path):
     )
     flow = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     stage_pid = int(flow.stdout.readline())
-    assert process_is_alive(stage_pid)
+    assert _alive(stage_pid)
     assert os.getpgid(stage_pid) == stage_pid  # its own group: a terminal's Ctrl-C does not reach it
     flow.kill()
     flow.wait()
@@ -199,6 +214,8 @@ def test_a_child_dies_when_the_thread_that_started_it_is_killed(tmp_path):
 
 
 def test_stopping_the_children_stops_their_own_children_and_starts_no_more():
+    from sparse2dense.processes import ChildGroups
+
     groups = ChildGroups()
     with groups.start(PARENT_OF_ONE, stdout=subprocess.PIPE, text=True) as proc:
         pids = [int(p) for p in proc.stdout.readline().split()]
@@ -298,7 +315,7 @@ def test_down_leaves_alone_a_process_that_has_a_recorded_pid_now(tmp_path, capsy
     runs.mkdir()
     bystander = subprocess.Popen(SLEEPER, start_new_session=True)
     try:
-        started = start_ticks(bystander.pid)
+        started = _start_ticks(bystander.pid)
         services = {
             "prefect": {"pid": bystander.pid, "started": started - 5, "api_url": "http://127.0.0.1:1/api"},
             "mlflow": {"pid": bystander.pid, "ui_url": "http://127.0.0.1:2"},  # a record without a start time
@@ -332,7 +349,7 @@ def test_the_temporary_server_listens_on_loopback_and_refuses_other_origins(tmp_
             assert client.read_flow(flow_id).name == "made-by-a-client"
     finally:
         server.stop()
-    assert not process_is_alive(server.proc.pid)
+    assert not _alive(server.proc.pid)
 
 
 @pytest.mark.ui
