@@ -209,9 +209,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             model_path = resolve_model_source(model_path, cfg)
         elif problem := model_source_problem(model_path):
             raise ConfigError(problem)
-    from flows.evaluate import evaluate
+    try:
+        prepare_environment(cfg, temporary_server=True)
+        from flows.evaluate import evaluate
 
-    summary = evaluate(cfg, role=args.role, model_path=model_path, force_rerun=args.force)
+        summary = evaluate(cfg, role=args.role, model_path=model_path, force_rerun=args.force)
+    except KeyboardInterrupt:
+        return interrupted()
     print_summary(summary)
     return 0
 

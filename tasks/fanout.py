@@ -149,7 +149,9 @@ class FanOut:
         upstream = [self.finished[k] for k in self.jobs[entry.key].needs]
         deployment, variable = self.schedule.stage_deployment, self.schedule.stage_gpu_variable
         if deployment is None:
-            future = configured_task(entry.request, name, force).submit(entry.request, wait_for=upstream)
+            future = configured_task(entry.request, name, force).submit(
+                entry.request, force, wait_for=upstream
+            )
         else:
             gpus = self.jobs[entry.key].gpus
             variables = {variable: gpus} if variable and gpus else {}

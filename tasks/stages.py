@@ -36,7 +36,7 @@ from sparse2dense.launch import stage_command
 from sparse2dense.processes import ChildGroups, ChildrenStopped
 from sparse2dense.progress import Progress, parse_progress
 from sparse2dense.spec import StageSpec, result_problem
-from sparse2dense.store import StageResult, result_from_dir, stage_dir, verify_stage_dir
+from sparse2dense.store import MANIFEST, StageResult, result_from_dir, stage_dir, verify_stage_dir
 from tasks import tracking
 from tasks.locking import StaleLockRecoveringManager
 
@@ -164,8 +164,12 @@ def _run_program(request: StageRequest, run_id: str, log_path: Path) -> None:
         raise StageFailed(f"stage {spec.name} exited with {code}; log: {log_path}\n" + "\n".join(tail))
 
 
-def _execute(request: StageRequest) -> StageResult:
+def _execute(request: StageRequest, recompute: bool = False) -> StageResult:
     spec = request.spec
+    if recompute and (Path(spec.output_dir) / MANIFEST).is_file():
+        # a finished directory would be taken as done by the program: `--force` means compute again
+        get_run_logger().info("stage %s: recomputing on request; its finished result is discarded", spec.name)
+        (Path(spec.output_dir) / MANIFEST).unlink()
     client = MlflowClient(request.tracking.tracking_uri)
     run_id = tracking.start_child_run(
         client,
@@ -192,8 +196,8 @@ def _execute(request: StageRequest) -> StageResult:
 
 
 def _make_task(stage: str):
-    def body(request: StageRequest) -> StageResult:
-        return _execute(request)
+    def body(request: StageRequest, recompute: bool = False) -> StageResult:
+        return _execute(request, recompute)
 
     body.__name__ = f"run_{stage}"
     return task(
@@ -281,7 +285,7 @@ def run_in_place(request: StageRequest, name: str, force: bool = False) -> Stage
     """Run (or reuse) one stage here and wait: its task, and again with `refresh_cache` when a cache
     hit's directory no longer verifies (the `run-stage` flow's body)."""
     started = time.monotonic()
-    state = configured_task(request, name, force)(request, return_state=True)
+    state = configured_task(request, name, force)(request, force, return_state=True)
     if problem := unusable_hit(request, state):
         get_run_logger().warning("stage %s: cached result unusable (%s); recomputing", name, problem)
         state = configured_task(request, name, force=True)(request, return_state=True)

@@ -125,6 +125,21 @@ def test_deleted_file_in_cached_stage_is_recomputed(first, workdir):
     assert again["stages"]["teacher_rl"]["status"] == "cached"
 
 
+def test_forced_stage_is_computed_again_not_reused(first, workdir):
+    from flows.post_train import post_train
+
+    name = "eval/teacher_base"
+    entry = first["stages"][name]
+    manifest = Path(entry["path"]) / "manifest.json"
+    log = workdir / "store" / "_logs" / "eval" / f"{entry['key']}.log"
+    written, logged = manifest.stat().st_mtime_ns, log.stat().st_size
+    forced = post_train(_config(workdir), force_rerun=[name])
+    assert forced["stages"][name]["status"] == "computed"
+    assert forced["stages"]["teacher_rl"]["status"] == "cached"
+    assert manifest.stat().st_mtime_ns > written  # the program wrote a new result
+    assert "already complete" not in log.read_text()[logged:]
+
+
 def test_eval_metrics_agree_with_per_sample_records(first):
     path = Path(first["stages"]["eval/teacher_base"]["path"])
     rows = [json.loads(line) for line in (path / "records" / "toy_test.jsonl").read_text().splitlines()]

@@ -57,6 +57,7 @@ def test_fault_points_parse_targets_steps_and_modes():
         FaultPoint("eval/student_final", 1, "kill"),
         FaultPoint("base", 5, "raise"),
     ]
+    assert parse_fault_points("opd:4:torn") == [FaultPoint("opd", 4, "torn")]
     assert parse_fault_points("") == []
     for bad in ("opd", "opd:0", "opd:x", ":3", "opd:3:explode"):
         with pytest.raises(ValueError, match="S2D_FAIL_AT"):
@@ -156,8 +157,8 @@ def reference(prefect_server, workdir):
 
 
 def _forget(workdir: Path, *names: str) -> None:
-    for name in names:
-        shutil.rmtree(_stage_dir(workdir, name))
+    for name in names:  # an earlier test that failed half-way may have left it missing
+        shutil.rmtree(_stage_dir(workdir, name), ignore_errors=True)
 
 
 def _assert_same_as_reference(summary: dict, reference: dict, *names: str) -> None:
