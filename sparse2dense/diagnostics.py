@@ -190,7 +190,8 @@ class MeasureBeforeTraining(TrainerCallback):
     Under DeepSpeed ZeRO-3 the weights are partitioned from loading on, and only the trainer's
     engines gather them, so this is the first moment a "before" measurement can run. The result is
     kept in `path` (written by the main process): a stage relaunched from a checkpoint reads it
-    instead of measuring a half-trained model, and never repeats the measurement.
+    instead of measuring a half-trained model; one that starts over measures again, so its sampling
+draws the same random numbers as an uninterrupted run.
     """
 
     def __init__(self, measure: Callable[[], dict[str, float]], path: Path) -> None:
@@ -198,7 +199,7 @@ class MeasureBeforeTraining(TrainerCallback):
         self.result: dict[str, float] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if self.path.is_file():
+        if self.path.is_file() and state.global_step > 0:
             self.result = json.loads(self.path.read_text())
         elif state.global_step > 0:
             print(f"no 'before' divergence kept at {self.path}; resuming without one", flush=True)

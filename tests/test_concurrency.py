@@ -62,6 +62,10 @@ def test_two_runs_at_once_compute_each_stage_once(two_runs, workdir):
     # One stage process per stage: each stage log holds exactly one completion line.
     for log in (workdir / "store" / "_logs").rglob("*.log"):
         assert log.read_text().count('"wall_s"') == 1, log
+    # One registered model: the second run finds the first one's version (the registry's lock).
+    registered = [s["registered_model"] for s in two_runs]
+    assert {r["uri"] for r in registered} == {registered[0]["uri"]}
+    assert sorted(r["reused"] for r in registered) == [False, True]
 
 
 def test_a_lock_left_by_a_killed_run_is_recovered(two_runs, workdir):

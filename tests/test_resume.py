@@ -229,8 +229,7 @@ def test_a_save_torn_in_trainer_state_resumes_from_the_checkpoint_before(referen
 @pytest.mark.slow
 def test_a_cut_only_checkpoint_makes_the_rerun_start_over(reference, workdir, monkeypatch):
     """The only checkpoint's trainer_state.json cut in half after a crash: the rerun names it and
-    trains from step 1 instead of failing on every retry. (Not compared with the reference: the
-    kept "before" divergence spares the rerun a sampling pass that reseeds the global RNG.)"""
+    trains from step 1 instead of failing on every retry, to the uninterrupted run's result."""
     _forget(workdir, "opd", "eval/student_final")
     opd_dir = _stage_dir(workdir, "opd")
     monkeypatch.setenv("S2D_TASK_RETRIES", "0")
@@ -253,6 +252,7 @@ def test_a_cut_only_checkpoint_makes_the_rerun_start_over(reference, workdir, mo
     client = MlflowClient(again["mlflow"]["tracking_uri"])
     assert [m.step for m in client.get_metric_history(opd["mlflow_run_id"], "loss")] == [1, 2, 3, 4]
     assert again["stages"]["eval/student_final"]["status"] == "computed"
+    _assert_same_as_reference(again, reference, "opd", "eval/student_final")
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the stage process in /proc")
