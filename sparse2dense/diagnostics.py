@@ -187,10 +187,10 @@ def measure_divergence(
 class MeasureBeforeTraining(TrainerCallback):
     """Runs `measure()` once the trainer has prepared its models and before the first step.
 
-        Under DeepSpeed ZeRO-3 the weights are partitioned from loading on, and only the trainer's
-        engines gather them, so this is the first moment a "before" measurement can run. The result is
-        kept in `path` (written by the main process): a stage relaunched from a checkpoint reads it
-        instead of measuring a half-trained model; one that starts over measures again, so its sampling
+    Under DeepSpeed ZeRO-3 the weights are partitioned from loading on, and only the trainer's
+    engines gather them, so this is the first moment a "before" measurement can run. The result is
+    kept in `path` (written by the main process): a stage relaunched from a checkpoint reads it
+    instead of measuring a half-trained model; one that starts over measures again, so its sampling
     draws the same random numbers as an uninterrupted run.
     """
 
