@@ -76,8 +76,22 @@ class StageKeyPolicy(CachePolicy):
     """Cache on the stage key alone (see module docstring)."""
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters, **kwargs) -> str | None:
-        spec = inputs["request"].spec
-        return f"{spec.stage}-{spec.key}"
+        return record_key(inputs["request"])
+
+
+def record_key(request: StageRequest) -> str:
+    """The stage's Prefect cache key: the name of its result record and of its lock."""
+    return f"{request.spec.stage}-{request.spec.key}"
+
+
+def results_dir(store: str | Path) -> Path:
+    """Where Prefect persists the stage tasks' result records of a store."""
+    return Path(store) / "_prefect" / "results"
+
+
+def lock_manager(store: str | Path) -> StaleLockRecoveringManager:
+    """The stage-key locks of a store, shared by every flow that uses it."""
+    return StaleLockRecoveringManager(lock_files_directory=Path(store) / "_prefect" / "locks")
 
 
 def _env(request: StageRequest, run_id: str) -> dict[str, str]:
@@ -135,7 +149,7 @@ def _run_program(request: StageRequest, run_id: str, log_path: Path) -> None:
     tail: deque[str] = deque(maxlen=40)
     cmd = stage_command(spec.stage, str(spec_path), spec.inputs.launcher)
     artifact, latest = ProgressArtifact(spec.name), None
-    locks = StaleLockRecoveringManager(lock_files_directory=Path(request.store) / "_prefect" / "locks")
+    locks = lock_manager(request.store)
     with (
         open(log_path, "a") as log,
         STAGE_PROCESSES.start(
@@ -143,7 +157,7 @@ def _run_program(request: StageRequest, run_id: str, log_path: Path) -> None:
         ) as proc,
     ):
         # the stage key stays locked while this program runs, even should this process die first
-        locks.record_stage_process(StageKeyPolicy().compute_key(None, {"request": request}, None), proc.pid)
+        locks.record_stage_process(record_key(request), proc.pid)
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -235,15 +249,15 @@ def restore_result_record(request: StageRequest, name: str) -> None:
     program would then only find its finished directory: the stage would be reported computed (with
     an empty MLflow run) although its files were reused. Restored, the lookup is the cache hit it is."""
     spec = request.spec
-    results = Path(request.store) / "_prefect" / "results"
-    record_key = StageKeyPolicy().compute_key(None, {"request": request}, None)
+    results = results_dir(request.store)
+    key = record_key(request)
     record = ResultStore(result_storage=LocalFileSystem(basepath=str(results)))
-    if record.exists(record_key):
+    if record.exists(key):
         return
     out_dir = stage_dir(Path(request.store), str(spec.stage), spec.key)
     if result_problem(spec, out_dir) is not None:
         return  # nothing to reuse: the task computes the stage
-    path = results / record_key
+    path = results / key
     if path.exists():
         get_run_logger().warning(
             "stage %s: unreadable Prefect result record %s; rewritten from its verified directory %s",
@@ -251,7 +265,7 @@ def restore_result_record(request: StageRequest, name: str) -> None:
             path,
             out_dir,
         )
-    record.write(result_from_dir(out_dir, spec.name), key=record_key)
+    record.write(result_from_dir(out_dir, spec.name), key=key)
 
 
 def configured_task(request: StageRequest, name: str, force: bool = False):
@@ -264,11 +278,11 @@ def configured_task(request: StageRequest, name: str, force: bool = False):
     return stage_task(request.spec.stage).with_options(
         task_run_name=name,
         retries=task_retries(),
-        result_storage=store / "_prefect" / "results",
+        result_storage=results_dir(store),
         refresh_cache=force,
         cache_policy=StageKeyPolicy().configure(
             isolation_level=IsolationLevel.SERIALIZABLE,
-            lock_manager=StaleLockRecoveringManager(lock_files_directory=store / "_prefect" / "locks"),
+            lock_manager=lock_manager(store),
         ),
     )
 
