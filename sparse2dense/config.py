@@ -10,6 +10,7 @@ stages run (every planned training stage's batch splits over its processes) read
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ from sparse2dense.sections import (
     MemoryPlan,
     ModelSpec,
     OPDSection,
+    PruneSpec,
     RolloutSection,
     TrackingSection,
     WarmupSection,
@@ -39,6 +41,17 @@ __all__ = ["ConfigError", "PipelineConfig", "Seed", "load_config", "validate_con
 
 # Every stage seeds numpy (transformers' `set_seed`), which takes 0..2**32 - 1 only.
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+@dataclass(frozen=True)
+class RolePruning:
+    """Each model's `prune` settings, read by role like the `base` section's `for_role`."""
+
+    teacher: ModelSpec
+    student: ModelSpec
+
+    def for_role(self, role: str) -> PruneSpec | None:
+        return getattr(self, role).prune
 
 
 class PipelineConfig(Section):
@@ -79,6 +92,11 @@ class PipelineConfig(Section):
     """How training stages are started: one process or accelerate launch (not in the cache key)."""
     schedule: ScheduleSection = Field(ScheduleSection(), json_schema_extra=NON_SEMANTIC)
     """How many stages run at once, and on which GPUs (not in the cache key)."""
+
+    @property
+    def pruning(self) -> RolePruning:
+        """The prune step's section: the `prune` settings of the model it acts on."""
+        return RolePruning(teacher=self.teacher, student=self.student)
 
     @model_validator(mode="before")
     @classmethod

@@ -31,7 +31,10 @@ from sparse2dense.grader_pool import get_pool
 __all__ = [
     "Grade",
     "Verdict",
+    "REWARDS",
     "correctness_reward",
+    "grade_output",
+    "stated_correctness_reward",
     "extract_boxed",
     "grade",
     "grade_answer",
@@ -220,7 +223,25 @@ def grade(gold: str, pred: str) -> Grade:
     return _first_correct(gold, answer_candidates(pred))
 
 
+def grade_output(gold: str, text: str, answer_format: str = "boxed") -> Grade:
+    """A model output's grade under a config's answer format: `boxed` reads its final boxes only
+    (the paper's reward), `stated` also the value its final sentence states (a small model that
+    answers in prose)."""
+    return grade_completion(gold, text) if answer_format == "boxed" else grade(gold, text)
+
+
+def _texts(completions: list) -> list[str]:
+    return [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+
+
 def correctness_reward(completions: list, answer: list[str], **_: object) -> list[float]:
     """TRL reward function: 1.0 for a correct final boxed answer, else 0.0."""
-    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-    return [1.0 if grade_completion(g, t).correct else 0.0 for g, t in zip(answer, texts, strict=True)]
+    return [1.0 if grade_completion(g, t).correct else 0.0 for g, t in zip(answer, _texts(completions), strict=True)]
+
+
+def stated_correctness_reward(completions: list, answer: list[str], **_: object) -> list[float]:
+    """TRL reward function: 1.0 for a correct final box or stated final answer, else 0.0."""
+    return [1.0 if grade(g, t).correct else 0.0 for g, t in zip(answer, _texts(completions), strict=True)]
+
+
+REWARDS = {"boxed": correctness_reward, "stated": stated_correctness_reward}

@@ -27,12 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sparse2dense.placement import LauncherSection
 from sparse2dense.schema import NON_SEMANTIC, Section
 from sparse2dense.sections import (
+    AnswerFormat,
     BaseTraining,
     DataSection,
     EvalSection,
     GRPOSection,
     ModelSpec,
     OPDSection,
+    PruneSpec,
     RolloutSection,
     WarmupSection,
 )
@@ -43,6 +45,7 @@ class Stage(StrEnum):
 
     DATA_PREP = "data_prep"
     BASE = "base"
+    PRUNE = "prune"
     TEACHER_RL = "teacher_rl"
     TEACHER_ROLLOUTS = "teacher_rollouts"
     WARMUP = "warmup"
@@ -70,6 +73,8 @@ class PromptFormat(Section):
     """Prompt text around each problem; contains {problem}."""
     chat_template_kwargs: dict[str, bool | int | str] = {}
     """Extra arguments to the tokenizer's chat template."""
+    answer_format: AnswerFormat = "boxed"
+    """What counts as the answer: a final box only, or a box or the value the final sentence states."""
 
 
 class StageInputs(Section):
@@ -97,6 +102,11 @@ class DataPrepInputs(StageInputs):
 
 class BaseInputs(StageInputs):
     train: BaseTraining
+    prompt: PromptFormat
+
+
+class PruneInputs(StageInputs):
+    prune: PruneSpec
     prompt: PromptFormat
 
 
@@ -200,6 +210,7 @@ GRAPH = StageGraph(
         for d in [
             _def(Stage.DATA_PREP, 3, StageKind.DATA, DataPrepInputs, section="data"),
             _def(Stage.BASE, 1, StageKind.TRAINING, BaseInputs, field="train", models={"policy": "self"}),
+            _def(Stage.PRUNE, 1, StageKind.GENERATION, PruneInputs, section="pruning", field="prune", models={"model": "self"}),
             _def(
                 Stage.TEACHER_RL,
                 2,
@@ -262,6 +273,14 @@ GRAPH = StageGraph(
             inputs=DATA,
             becomes="student",
             when="student.toy",
+        ),
+        Step(
+            name="prune/student",
+            stage=Stage.PRUNE,
+            acts_on="student",
+            inputs=DATA,
+            becomes="student",
+            when="student.prune",
         ),
         Step(name="eval/teacher_base", stage=Stage.EVAL, acts_on="teacher", inputs=DATA | {"model": T}),
         Step(name="eval/student_base", stage=Stage.EVAL, acts_on="student", inputs=DATA | {"model": S}),

@@ -1,7 +1,8 @@
 """Loading and saving models and tokenizers for the stage programs.
 
 A model role ("policy", "teacher", "student") resolves to an upstream stage's `model/` directory
-when one is given, else to the configured hub id or local path. Weights are saved as safetensors;
+when one is given, else to the configured hub id or local path; a local `.gguf` file resolves to its
+converted safetensors folder in the store (`gguf.py`). Weights are saved as safetensors;
 `trust_remote_code` stays off unless the model's config turns it on.
 
 A model that is trained is loaded in float32 whatever its configured `dtype`: AdamW on bf16 weights
@@ -22,6 +23,9 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from sparse2dense.gguf import convert_gguf, is_gguf
+from sparse2dense.store import store_of
+
 MODEL_DIR = "model"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -31,6 +35,9 @@ def resolve_model(spec: Any, role: str, trainable: bool = False) -> tuple[str, d
     configured = spec.inputs.models.get(role)
     if role in spec.upstream:
         source = str(spec.upstream_path(role) / MODEL_DIR)
+    elif configured is not None and is_gguf(configured.name_or_path):
+        store = store_of(Path(spec.output_dir))
+        source = str(convert_gguf(Path(configured.name_or_path).expanduser(), store, configured.sha256))
     elif configured is not None and configured.name_or_path:
         source = configured.name_or_path
     else:

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from sparse2dense.gguf import file_digest, gguf_problem, is_gguf
 from sparse2dense.graph import PromptFormat, Stage, StageInputs, StageKind, current
 from sparse2dense.placement import LauncherSection
 from sparse2dense.schema import semantic_dump
+from sparse2dense.sections import ModelSpec
 
 if TYPE_CHECKING:  # the config validates itself against the plan: it imports this module
     from sparse2dense.config import PipelineConfig
@@ -36,6 +38,18 @@ def launcher_for_spec(launcher: LauncherSection) -> LauncherSection:
     return launcher.model_copy(update={"config_file": str(path)})
 
 
+def pinned(spec: ModelSpec) -> ModelSpec:
+    """A model named by a `.gguf` file, with the file's digest: keys follow the file's content, and a
+    stage refuses a file that changed after the plan. A file that is not there is left for the
+    pre-flight to name."""
+    if spec.sha256 is not None or not is_gguf(spec.name_or_path):
+        return spec
+    path = Path(spec.name_or_path).expanduser()
+    if gguf_problem(path):
+        return spec
+    return spec.model_copy(update={"sha256": file_digest(path)})
+
+
 def stage_inputs(cfg: PipelineConfig, stage: str, model: str | None = None) -> StageInputs:
     """The typed inputs of one stage under `cfg`; `model` is the role ("teacher"/"student") the step
     acts on, for stages that act on either (base, eval, the GRPO stages)."""
@@ -46,9 +60,13 @@ def stage_inputs(cfg: PipelineConfig, stage: str, model: str | None = None) -> S
     values: dict[str, Any] = {d.field: section}
     if "prompt" in d.inputs.model_fields:
         values["prompt"] = PromptFormat(
-            template=cfg.data.prompt_template, chat_template_kwargs=dict(cfg.data.chat_template_kwargs)
+            template=cfg.data.prompt_template,
+            chat_template_kwargs=dict(cfg.data.chat_template_kwargs),
+            answer_format=cfg.data.answer_format,
         )
-    values["models"] = {role: getattr(cfg, model if src == "self" else src) for role, src in d.models.items()}
+    values["models"] = {
+        role: pinned(getattr(cfg, model if src == "self" else src)) for role, src in d.models.items()
+    }
     if d.kind is StageKind.TRAINING:
         values["launcher"] = launcher_for_spec(cfg.launcher)
     return d.inputs(**values)

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sparse2dense.gguf import gguf_problem, is_gguf
+
 
 class TokenizerMismatch(ValueError):
     """Teacher and student cannot be distilled token by token."""
@@ -89,18 +91,26 @@ def check_configured_models(teacher_spec: Any, student_spec: Any) -> None:
     from transformers import AutoTokenizer
 
     def load(spec: Any) -> Any:
+        if is_gguf(spec.name_or_path):
+            path = Path(spec.name_or_path).expanduser()
+            return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         return AutoTokenizer.from_pretrained(
             spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
         )
+
+    if is_gguf(teacher_spec.name_or_path) and teacher_spec.name_or_path == student_spec.name_or_path:
+        return  # one file: one tokenizer
 
     check_tokenizers(load(teacher_spec), load(student_spec))
 
 
 def model_source_problem(name_or_path: str) -> str | None:
     """Why `name_or_path` names no model this machine can load, or None: an existing directory
-    needs a config.json; a path that does not exist is named as such (before any server starts);
+    needs a config.json, a `.gguf` file a GGUF header; a path that does not exist is named as such (before any server starts);
     a hub id is checked against the local cache only when HF_HUB_OFFLINE is set."""
     path = Path(name_or_path).expanduser()
+    if is_gguf(name_or_path):
+        return gguf_problem(path)
     if path.exists():
         if not path.is_dir():
             return f"model path {name_or_path} is a file, not a model directory"

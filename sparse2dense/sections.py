@@ -18,6 +18,9 @@ from pydantic import (
 
 from sparse2dense.schema import NON_SEMANTIC, LearningRate, Positive, Probability, Section
 
+# What counts as a completion's answer (grading.grade_output).
+AnswerFormat = Literal["boxed", "stated"]
+
 
 class ToyArchitecture(Section):
     """A Qwen3-architecture model built from scratch; used by the embedded toy world."""
@@ -44,6 +47,21 @@ class ToyArchitecture(Section):
         return self
 
 
+class PruneSpec(Section):
+    """A shallower copy of a model: `num_hidden_layers` of its decoder layers are kept.
+
+    The contiguous block of layers whose removal changes the hidden states least is dropped: the
+    block with the smallest angular distance between the hidden state entering it and the one
+    leaving it, measured on prompts of the unlabeled set (Gromov et al. 2024, "The Unreasonable
+    Ineffectiveness of the Deeper Layers"). Embeddings, final norm and head are kept whole.
+    """
+
+    num_hidden_layers: Positive
+    """Decoder layers the pruned model keeps (fewer than the source has)."""
+    calibration_prompts: Positive = 32
+    """Unlabeled prompts on which the angular distances are measured (count)."""
+
+
 class ModelSpec(Section):
     """Where a model comes from: a hub id or local path, or a toy architecture created from config."""
 
@@ -57,11 +75,20 @@ class ModelSpec(Section):
     """Run model code shipped with a hub checkpoint (off: built-in architectures only)."""
     revision: str | None = None
     """Hub branch, tag or commit of `name_or_path` (none: the default branch)."""
+    sha256: Annotated[str, Field(pattern="^[0-9a-f]{64}$")] | None = None
+    """Content digest of a `.gguf` name_or_path (none: read from the file when the run is planned);
+    part of the key of every stage that reads the model, and a file that differs is refused."""
+    prune: PruneSpec | None = None
+    """Make this model a layer-pruned copy of name_or_path, built and cached as its own step."""
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
         if (self.name_or_path is None) == (self.toy is None):
             raise ValueError("set exactly one of name_or_path and toy")
+        if self.sha256 is not None and not (self.name_or_path or "").lower().endswith(".gguf"):
+            raise ValueError("sha256 pins a .gguf name_or_path only")
+        if self.prune is not None and self.name_or_path is None:
+            raise ValueError("prune needs name_or_path (the model whose layers are kept)")
         return self
 
 
@@ -97,19 +124,62 @@ class ToyTask(Section):
         return self
 
 
+class WordTask(Section):
+    """Arithmetic word problems: a named person holds some items, then `min_steps`..`max_steps` events
+    change the count (gets, buys or finds more; gives away, loses or sells some; at the hardest levels
+    gets as many again), then the question asks how many are left.
+
+    The number of events is the difficulty. Operands grow with it (`max_operand`, one entry per level),
+    removals start at `removal_from_level` and doubling at `doubling_from_level`, so the easiest level
+    is one addition of single digits and each level above adds a step, larger numbers or a new operation.
+    """
+
+    min_steps: Annotated[int, Field(ge=1, le=6)] = 1
+    """Fewest events per problem (1-6): the easiest level."""
+    max_steps: Annotated[int, Field(ge=1, le=6)] = 4
+    """Most events per problem (1-6): the hardest level."""
+    max_operand: list[Annotated[int, Field(ge=1, le=999)]] = [9, 9, 15, 20, 30, 50]
+    """Largest starting count and event amount per level, from 1 step up (1-999 each; one entry per level up to max_steps)."""
+    removal_from_level: Annotated[int, Field(ge=1, le=7)] = 2
+    """Lowest level (steps) whose events may take items away, never below zero (1-7; 7: never)."""
+    doubling_from_level: Annotated[int, Field(ge=1, le=7)] = 5
+    """Lowest level (steps) whose events may double the count, "as many as they already have" (1-7; 7: never)."""
+    num_labeled: Positive = 512
+    """Labeled problems: the pool split into the stage-1 and held-out stage-4 sets (count)."""
+    num_unlabeled: Positive = 512
+    """Unlabeled prompts for teacher rollouts and OPD (count)."""
+    num_test: Positive = 120
+    """Problems in the words_test eval set (count); levels take turns, so any prefix is balanced."""
+
+    @model_validator(mode="after")
+    def _levels_ordered(self) -> WordTask:
+        if self.min_steps > self.max_steps:
+            raise ValueError(f"min_steps ({self.min_steps}) must not exceed max_steps ({self.max_steps})")
+        if len(self.max_operand) < self.max_steps:
+            raise ValueError(
+                f"max_operand has {len(self.max_operand)} entries; give one per level up to max_steps "
+                f"({self.max_steps})"
+            )
+        return self
+
+
 class DataSection(Section):
     """Data preparation: the labeled pool, its split into stage-1 / held-out stage-4 sets, the unlabeled pool."""
 
-    kind: Literal["toy", "math"] = "toy"
-    """toy: the generated arithmetic world; math: benchmark files and datasets."""
+    kind: Literal["toy", "math", "words"] = "toy"
+    """toy: the generated arithmetic world; math: benchmark files and datasets; words: generated word problems."""
     toy: ToyTask = ToyTask()
     """Sizes of the toy world (kind toy only)."""
+    words: WordTask = WordTask()
+    """The generated word problems (kind words only)."""
     labeled_sources: list[str] = ["dapo_math_17k"]
     """Labeled datasets (kind math): known names, .jsonl/.json/.parquet paths or hub ids."""
     unlabeled_sources: list[str] = ["math_train"]
     """Datasets whose problems, answers stripped, feed rollouts and OPD (kind math)."""
     eval_sets: list[str] = ["toy_test"]
-    """Benchmarks every eval stage scores: toy_test (kind toy); known names, paths or hub ids (math)."""
+    """Benchmarks every eval stage scores: toy_test (kind toy); known names, paths or hub ids (math); words_test and those (words)."""
+    eval_max_problems: dict[str, Positive] = {}
+    """At most the first N problems of the named eval sets, kept at data prep (e.g. {gsm8k: 64}); others whole."""
     data_dir: str | None = None
     """Directory holding the known benchmarks' files (needed for known names with kind math)."""
     heldout_fraction: Probability = 0.2
@@ -122,6 +192,9 @@ class DataSection(Section):
     """Prompt text around each problem; must contain {problem}."""
     chat_template_kwargs: dict[str, bool | int | str] = {}
     """Extra arguments to the tokenizer's chat template (e.g. enable_thinking: false)."""
+    answer_format: AnswerFormat = "boxed"
+    """What counts as the answer, for the reward and eval alike: boxed, only a final \\boxed{} (the
+    paper's); stated, a final box or else the value the final sentence states ("The answer is 6.")."""
 
     @field_validator("labeled_sources", "unlabeled_sources", "eval_sets")
     @classmethod
@@ -130,11 +203,19 @@ class DataSection(Section):
         from sparse2dense.data import dataset_problem, known_datasets
 
         kind = info.data.get("kind", "toy")
-        if kind == "toy" and info.field_name != "eval_sets":
+        if kind in ("toy", "words") and info.field_name != "eval_sets":
             return names
         if problems := [p for name in names if (p := dataset_problem(name, kind))]:
             raise ValueError(f"{'; '.join(problems)} ({known_datasets(kind)})")
         return names
+
+    @field_validator("eval_max_problems")
+    @classmethod
+    def _limits_name_eval_sets(cls, limits: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        eval_sets = info.data.get("eval_sets")
+        if eval_sets is not None and (unknown := sorted(set(limits) - set(eval_sets))):
+            raise ValueError(f"{', '.join(map(repr, unknown))} not in eval_sets {eval_sets}")
+        return limits
 
     @model_validator(mode="after")
     def _template_has_problem(self) -> DataSection:

@@ -126,6 +126,11 @@ def stage_dir(store: Path, stage: str, key: str) -> Path:
     return store / stage / key
 
 
+def store_of(output_dir: Path) -> Path:
+    """The store a stage output directory (`stage_dir`) lives in."""
+    return output_dir.parents[1]
+
+
 def result_from_dir(root: Path, name: str, mlflow_run_id: str | None = None) -> StageResult:
     manifest = read_manifest(root)
     return StageResult(

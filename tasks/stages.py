@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 import time
 from collections import deque
@@ -25,7 +26,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import CachePolicy
 from prefect.filesystems import LocalFileSystem
 from prefect.results import ResultStore
@@ -35,6 +36,7 @@ from pydantic import BaseModel, ConfigDict
 from sparse2dense.launch import stage_command
 from sparse2dense.processes import ChildGroups, ChildrenStopped
 from sparse2dense.progress import Progress, parse_progress
+from sparse2dense.sample_preview import load_samples, render_markdown
 from sparse2dense.spec import StageSpec, result_problem
 from sparse2dense.store import MANIFEST, StageResult, result_from_dir, stage_dir, verify_stage_dir
 from tasks import tracking
@@ -178,6 +180,26 @@ def _run_program(request: StageRequest, run_id: str, log_path: Path) -> None:
         raise StageFailed(f"stage {spec.name} exited with {code}; log: {log_path}\n" + "\n".join(tail))
 
 
+PREFECT_SAMPLES = 3  # per benchmark, in an eval task run's samples artifact
+
+
+def samples_artifact_key(name: str) -> str:
+    """The Prefect artifact key of a step's samples (`eval/teacher_base` -> `eval-teacher-base-samples`):
+    keys take lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + "-samples"
+
+
+def publish_samples(name: str, out_dir: Path) -> None:
+    """An eval's first graded samples as a markdown artifact of its task run, so the Prefect UI shows
+    what the model writes beside the score; nothing for a stage that wrote none."""
+    if samples := load_samples(out_dir):
+        create_markdown_artifact(
+            render_markdown(samples, per_benchmark=PREFECT_SAMPLES),
+            key=samples_artifact_key(name),
+            description=f"{name}: first graded samples per benchmark",
+        )
+
+
 def _execute(request: StageRequest, recompute: bool = False) -> StageResult:
     spec = request.spec
     if recompute and (Path(spec.output_dir) / MANIFEST).is_file():
@@ -202,6 +224,7 @@ def _execute(request: StageRequest, recompute: bool = False) -> StageResult:
         result = result_from_dir(out_dir, spec.name, mlflow_run_id=run_id)
         tracking.log_metrics(client, run_id, {f"stage/{k}": v for k, v in result.metrics.items()})
         tracking.log_stage_files(client, run_id, out_dir)
+        publish_samples(spec.name, out_dir)
     except BaseException:
         tracking.end_run(client, run_id, ok=False)
         raise

@@ -22,6 +22,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SQLAlchemyError
 
+from sparse2dense.sample_preview import MLFLOW_TABLE, SAMPLES_FILE, load_samples, table_columns
+
 SECRET_RE = re.compile(r"(token|secret|password|api_key|credential)", re.I)
 
 
@@ -114,12 +116,15 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) ->
 
 
 def log_stage_files(client: MlflowClient, run_id: str, out_dir: Path) -> None:
-    """The manifest, result summaries and per-sample records; never model weights."""
-    for name in ("manifest.json", "results.json"):
+    """The manifest, result summaries and per-sample records; never model weights. An eval's first
+    graded samples also become an MLflow table (the UI's artifact view shows it as one)."""
+    for name in ("manifest.json", "results.json", SAMPLES_FILE):
         if (out_dir / name).is_file():
             client.log_artifact(run_id, str(out_dir / name))
     if (out_dir / "records").is_dir():
         client.log_artifacts(run_id, str(out_dir / "records"), artifact_path="records")
+    if samples := load_samples(out_dir):
+        client.log_table(run_id, data=table_columns(samples), artifact_file=MLFLOW_TABLE)
 
 
 def end_run(client: MlflowClient, run_id: str, ok: bool) -> None:

@@ -52,6 +52,49 @@ def prefect_server():
 
 
 @pytest.fixture(scope="session")
+def smollm2_gguf():
+    """The verified SmolLM2-135M-Instruct GGUF under models/ (fetched once by `make smollm2`).
+
+    Absent: a skip for a developer, a failure under CI, which must run the real-model tests."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fetch_smollm2", ROOT / "infra/models/fetch_smollm2.py")
+    fetch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fetch)
+    path = ROOT / "models" / fetch.GGUF
+    if not path.is_file():
+        reason = f"{path} is absent: run `make smollm2` (one-time download, about 93 MB)"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(f"CI is set and {reason}", pytrace=False)
+        pytest.skip(reason)
+    actual, expected = fetch.sha256_file(path), fetch.expected_gguf_sha256()
+    if actual != expected:
+        pytest.fail(
+            f"sha256 mismatch for {path}: expected {expected}, got {actual}; delete it and run `make smollm2`",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_store(smollm2_gguf, tmp_path_factory):
+    """A store holding the GGUF's conversion, made once per session (about 20 s on 2 cores)."""
+    from sparse2dense.gguf import convert_gguf
+
+    store = tmp_path_factory.mktemp("gguf-store")
+    convert_gguf(smollm2_gguf, store)
+    return store
+
+
+@pytest.fixture(scope="session")
+def smollm2_model(smollm2_gguf, smollm2_store):
+    """The converted SmolLM2 model folder (safetensors, tokenizer, chat template)."""
+    from sparse2dense.gguf import convert_gguf
+
+    return convert_gguf(smollm2_gguf, smollm2_store)
+
+
+@pytest.fixture(scope="session")
 def micro_workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("pipeline")
 

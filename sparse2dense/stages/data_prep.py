@@ -2,10 +2,11 @@
 
 Writes `splits/{stage1,heldout,unlabeled}.jsonl` (labeled pool split for teacher RL / held-out
 student RL; unlabeled prompts with answers stripped for the bridge), `splits/base.jsonl` (toy
-pre-training solutions) and `eval/<name>.jsonl`. Every training split is decontaminated against
-every eval set (normalized exact match, word n-gram overlap); `decontamination.json` lists each
-removal. Consumes no labels itself; the ledger counts them
-where a stage trains on them.
+pre-training solutions) and `eval/<name>.jsonl` (each cut to `eval_max_problems` where set). The
+kind's preparer supplies them: the toy world, benchmark files, or generated word problems beside
+benchmark eval sets. Every training split is decontaminated against every eval set (normalized
+exact match, word n-gram overlap); `decontamination.json` lists each removal. Consumes no labels
+itself; the ledger counts them where a stage trains on them.
 
     python -m sparse2dense.stages.data_prep SPEC.json
 """
@@ -13,15 +14,17 @@ where a stage trains on them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-from sparse2dense.data import load_benchmark, save_records, split_labeled, strip_labels
+from sparse2dense.data import WORDS_EVAL_SETS, load_benchmark, save_records, split_labeled, strip_labels
 from sparse2dense.decontamination import EvalIndex, decontaminate, normalize_problem
 from sparse2dense.graph import DataPrepInputs, Stage
 from sparse2dense.sections import DataSection
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages.program import StageOutput, run_stage
 from sparse2dense.toy import generate_task
+from sparse2dense.words import generate_words
 
 
 def prepare_toy(section: DataSection, seed: int) -> dict[str, list]:
@@ -50,6 +53,36 @@ def prepare_math(section: DataSection, seed: int) -> dict[str, list]:
     return out
 
 
+def prepare_words(section: DataSection, seed: int) -> dict[str, list]:
+    """Generated word problems, and any benchmark eval set (e.g. gsm8k) read from data_dir."""
+    splits = generate_words(section.words, seed)
+    stage1, heldout = split_labeled(splits["labeled"], section.heldout_fraction, seed)
+    out = {"stage1": stage1, "heldout": heldout, "unlabeled": strip_labels(splits["unlabeled"])}
+    for name in section.eval_sets:
+        if name in WORDS_EVAL_SETS:
+            out[f"eval/{name}"] = splits["test"]
+        elif section.data_dir is None:
+            raise ValueError(f"data.data_dir must be set for eval set {name!r} of data.kind = 'words'")
+        else:
+            out[f"eval/{name}"] = load_benchmark(name, section.data_dir)
+    return out
+
+
+PREPARERS: dict[str, Callable[[DataSection, int], dict[str, list]]] = {
+    "toy": prepare_toy,
+    "math": prepare_math,
+    "words": prepare_words,
+}
+
+
+def prepare(section: DataSection, seed: int) -> dict[str, list]:
+    """The kind's splits and eval sets, each eval set cut to its first `eval_max_problems` problems."""
+    prepared = PREPARERS[section.kind](section, seed)
+    for name, limit in section.eval_max_problems.items():
+        prepared[f"eval/{name}"] = prepared[f"eval/{name}"][:limit]
+    return prepared
+
+
 def decontaminate_splits(prepared: dict[str, list], ngram: int) -> tuple[dict[str, list], dict[str, list]]:
     """Remove from every training split the problems that match any eval problem."""
     index = EvalIndex((r for name, rs in prepared.items() if name.startswith("eval/") for r in rs), ngram)
@@ -74,8 +107,7 @@ def deduplicate(records: list) -> list:
 
 def run_data_prep(spec: StageSpec, out_dir: Path) -> StageOutput:
     section = spec.inputs_of(DataPrepInputs).data
-    prepared = prepare_toy(section, spec.seed) if section.kind == "toy" else prepare_math(section, spec.seed)
-    prepared, removed = decontaminate_splits(prepared, section.decontamination_ngram)
+    prepared, removed = decontaminate_splits(prepare(section, spec.seed), section.decontamination_ngram)
     (out_dir / "decontamination.json").write_text(json.dumps(removed, indent=1))
     metrics = {f"decontaminated_{name}": float(len(rows)) for name, rows in removed.items()}
     for name, records in prepared.items():

@@ -2,7 +2,9 @@
 
 Writes `records/<benchmark>.jsonl` (one line per problem: every sample's text, extracted answer,
 verdict and reason) and `results.json` (avg@k +- stderr, pass@k, maj@k per benchmark, with the
-generation backend, its version and every sampling parameter). Sampling and grading run in shards of
+generation backend, its version and every sampling parameter), and the first graded samples of each
+benchmark to `samples.md` / `samples.jsonl` (`sample_preview`; the log shows a few as soon as a
+benchmark's first shard is graded). Sampling and grading run in shards of
 `batch_size` problems, shard i of a benchmark with seed + i, so a relaunched stage keeps its
 finished shards.
 
@@ -18,18 +20,19 @@ from pathlib import Path
 
 from sparse2dense.data import load_records, save_records
 from sparse2dense.generation import SamplingParams, backend_info, open_generator, resolve_backend
-from sparse2dense.grading import Verdict, grade_completion
+from sparse2dense.grading import Verdict, grade_output
 from sparse2dense.graph import EvalInputs, Stage
 from sparse2dense.metrics import summarize
 from sparse2dense.models import load_tokenizer
 from sparse2dense.prompts import render_prompts
+from sparse2dense.sample_preview import FILE_SAMPLES, SampleLog, preview_rows, save_samples
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages.program import ShardedGeneration, StageOutput, run_stage, shard_seed
 
 
-def grade_group(problem: dict, group: list) -> dict:
+def grade_group(problem: dict, group: list, answer_format: str = "boxed") -> dict:
     """One problem's record: every sample's text, extracted answer, verdict and reason."""
-    grades = [grade_completion(problem["answer"], c.text) for c in group]
+    grades = [grade_output(problem["answer"], c.text, answer_format) for c in group]
     difficulty = (problem.get("metadata") or {}).get("difficulty")
     return {
         "id": problem["id"],
@@ -63,12 +66,14 @@ def accuracy_by_difficulty(rows: list[dict], correct_P_K: list[list[bool]]) -> d
     return out
 
 
-def sample_and_grade(generator, sampling: SamplingParams, label: str, index: int, shard: list) -> list[dict]:
+def sample_and_grade(
+    generator, sampling: SamplingParams, answer_format: str, label: str, index: int, shard: list
+) -> list[dict]:
     """Records of one shard of (problem, prompt) pairs, sampled with the shard's own seed."""
     problems, prompts = [p for p, _ in shard], [t for _, t in shard]
     shard_sampling = dataclasses.replace(sampling, seed=shard_seed(sampling.seed, index))
     groups = generator(prompts, shard_sampling, label=f"{label} shard {index}")
-    return [grade_group(problem, group) for problem, group in zip(problems, groups, strict=True)]
+    return [grade_group(problem, group, answer_format) for problem, group in zip(problems, groups, strict=True)]
 
 
 def run_eval(spec: StageSpec, out_dir: Path) -> StageOutput:
@@ -87,13 +92,18 @@ def run_eval(spec: StageSpec, out_dir: Path) -> StageOutput:
     )
     sampling = SamplingParams.from_section(section, n=section.samples_per_problem, seed=spec.seed)
     shards = ShardedGeneration(spec.name, str(spec.stage), out_dir)
-    results, metrics = {}, {}
+    results, metrics, samples = {}, {}, []
     for path in sorted((spec.upstream_path("data") / "eval").glob("*.jsonl")):
         bench = path.stem
         problems = load_records(path)[: section.max_problems]
         prompts = render_prompts(tokenizer, problems, prompt)
-        produce = functools.partial(sample_and_grade, generator, sampling, f"eval {bench}")
-        rows = shards.run(bench, list(zip(problems, prompts, strict=True)), section.batch_size, produce)
+        produce = functools.partial(sample_and_grade, generator, sampling, prompt.answer_format, f"eval {bench}")
+        texts = {p["id"]: p["problem"] for p in problems}
+        shown = SampleLog(spec.name, bench, texts)
+        items = list(zip(problems, prompts, strict=True))
+        rows = shards.run(bench, items, section.batch_size, shown.showing(produce))
+        shown.show(rows)  # when every shard was finished by an earlier run
+        samples += preview_rows(bench, rows, texts, FILE_SAMPLES)
         save_records(out_dir / "records" / f"{bench}.jsonl", rows)
         correct_P_K = [[s["verdict"] == str(Verdict.CORRECT) for s in r["samples"]] for r in rows]
         answers_P_K = [[s["pred"] for s in r["samples"]] for r in rows]
@@ -115,6 +125,7 @@ def run_eval(spec: StageSpec, out_dir: Path) -> StageOutput:
         "generation": backend_info(backend),
     }
     (out_dir / "results.json").write_text(json.dumps(payload, indent=2))
+    save_samples(out_dir, samples)
     return StageOutput(metrics=metrics)
 
 

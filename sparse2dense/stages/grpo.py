@@ -3,8 +3,8 @@ with two configs.
 
 TRL `GRPOTrainer` on labeled prompts (`stage1` or `heldout` split; `replay` re-reads stage-1 labels
 the teacher already consumed: the control of held-out stage 4, as many prompts as the held-out set,
-so the same updates and passes without new labels). Reward = `grading.correctness_reward`, the
-function eval uses. DAPO defaults: clip 0.2/0.28, token-mean loss, no KL term; the authors' verl
+so the same updates and passes without new labels). Reward = `grading.REWARDS[answer_format]`, the
+grading eval uses. DAPO defaults: clip 0.2/0.28, token-mean loss, no KL term; the authors' verl
 setting of several optimizer steps per generation batch is `steps_per_generation`. The policy
 trains in fp32 master weights (see models.py). Writes `model/` and the reward curve's summary.
 
@@ -20,7 +20,7 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from sparse2dense.data import load_records
-from sparse2dense.grading import correctness_reward
+from sparse2dense.grading import REWARDS
 from sparse2dense.graph import GRPOInputs
 from sparse2dense.launch import DeviceFacts, batch_fields
 from sparse2dense.models import load_model, load_tokenizer, save_trained
@@ -104,7 +104,7 @@ def run_grpo(spec: StageSpec, out_dir: Path) -> StageOutput:
     rows = [{"prompt": c, "answer": r["answer"]} for c, r in zip(conversations, records, strict=True)]
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=correctness_reward,
+        reward_funcs=REWARDS[prompt.answer_format],
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
