@@ -41,8 +41,8 @@ PROBLEMS = [
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=12)
 
 
-def _spec(stage: Stage, out: Path, section_name: str, section, models: dict, upstream=None) -> StageSpec:
-    config = {section_name: section.model_dump(mode="json"), "models": models}
+def _spec(stage: Stage, out: Path, section_name: str, section, models=None, upstream=None) -> StageSpec:
+    config = {section_name: section.model_dump(mode="json"), "models": models or {}}
     if section_name != "warmup":
         config["prompt"] = PROMPT.model_dump(mode="json")
     return StageSpec(
@@ -110,10 +110,9 @@ def trainers(model, tok, tmp_path_factory):
     from sparse2dense.stages.opd import build_distillation_config
 
     out = tmp_path_factory.mktemp("smollm2-trainers")
-    models = {"policy": {"name_or_path": "unused"}}
     conversations = prompt_conversations(PROBLEMS, PROMPT)
     grpo = GRPOSection(steps=1, prompts_per_step=2, num_generations=2, max_completion_length=8)
-    grpo_spec = _spec(Stage.TEACHER_RL, out, "grpo", grpo, models)
+    grpo_spec = _spec(Stage.TEACHER_RL, out, "grpo", grpo)
     opd = OPDSection(steps=1, prompts_per_step=2, max_completion_length=8)
     return {
         "grpo": GRPOTrainer(
@@ -126,7 +125,7 @@ def trainers(model, tok, tmp_path_factory):
         "opd": DistillationTrainer(
             model=model,
             teacher_model=model,
-            args=build_distillation_config(opd, _spec(Stage.OPD, out, "opd", opd, models), out / "opd", CPU),
+            args=build_distillation_config(opd, _spec(Stage.OPD, out, "opd", opd), out / "opd", CPU),
             train_dataset=Dataset.from_list([{"prompt": c} for c in conversations]),
             processing_class=tok,
         ),
@@ -142,8 +141,8 @@ def test_tokenizer_facts(tok, model):
 
 
 def test_every_path_feeds_the_same_prompt_ids(tok, rollouts, trainers):
-    """Eval/rollouts (`generate`, the vLLM requests), GRPO and distillation: one set of ids, one
-    `<|im_start|>` at the front and the default system prompt once."""
+    """Eval and rollouts (what `generate` feeds the model; vLLM gets `encode_prompt`'s ids), GRPO and
+    distillation: one set of ids, one `<|im_start|>` at the front and the default system prompt once."""
     texts = render_prompts(tok, PROBLEMS, PROMPT)
     ours = [encode_prompt(tok, t) for t in texts]
     conversations = prompt_conversations(PROBLEMS, PROMPT)
@@ -190,7 +189,7 @@ def test_warmup_trains_on_the_final_im_end(model, tok, rollouts, tmp_path, objec
 
     rows, _ = rollouts
     section = WarmupSection(objective=objective, batch_size=2, max_length=256)
-    spec = _spec(Stage.WARMUP, tmp_path, "warmup", section, {})
+    spec = _spec(Stage.WARMUP, tmp_path, "warmup", section)
     args = build_warmup_config(section, spec, tmp_path, len(rows), CPU)
     trainer = build_trainer(section, spec, tmp_path, model, model, tok, rows, args)
     examples = [trainer.train_dataset[i] for i in range(len(rows))]

@@ -46,14 +46,20 @@ def _recipe(section) -> dict:
     return {f: getattr(section, f) for f in GRPO_RECIPE}
 
 
+# The real-model sweep holds the key arms only (a CPU budget); the ablation sweeps hold all of them.
+KEY_ARMS = {"full_bridge", "raw_teacher", "direct_grpo"}
+ARMS_OF = {"smollm2-arms.yaml": KEY_ARMS}
+
+
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
 def test_shipped_sweeps_validate_and_hold_the_papers_arms(path):
     sweep = load_sweep(path)
-    assert set(sweep.arms) >= PAPER_ARMS
+    assert set(sweep.arms) >= ARMS_OF.get(path.name, PAPER_ARMS)
     configs = arm_configs(sweep)
     assert not configs["raw_teacher"].teacher_rl.enabled
-    assert configs["sft_warmup"].warmup.objective == "sft"
-    assert configs["stage4_replay"].student_rl.labels == "replay"
+    if "sft_warmup" in sweep.arms:
+        assert configs["sft_warmup"].warmup.objective == "sft"
+        assert configs["stage4_replay"].student_rl.labels == "replay"
     direct = configs["direct_grpo"]
     assert direct.student_rl.enabled and direct.student_rl.labels == "stage1"
     assert not (direct.teacher_rl.enabled or direct.warmup.enabled or direct.opd.enabled)

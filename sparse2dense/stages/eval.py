@@ -73,7 +73,9 @@ def sample_and_grade(
     problems, prompts = [p for p, _ in shard], [t for _, t in shard]
     shard_sampling = dataclasses.replace(sampling, seed=shard_seed(sampling.seed, index))
     groups = generator(prompts, shard_sampling, label=f"{label} shard {index}")
-    return [grade_group(problem, group, answer_format) for problem, group in zip(problems, groups, strict=True)]
+    return [
+        grade_group(problem, group, answer_format) for problem, group in zip(problems, groups, strict=True)
+    ]
 
 
 def run_eval(spec: StageSpec, out_dir: Path) -> StageOutput:
@@ -97,7 +99,9 @@ def run_eval(spec: StageSpec, out_dir: Path) -> StageOutput:
         bench = path.stem
         problems = load_records(path)[: section.max_problems]
         prompts = render_prompts(tokenizer, problems, prompt)
-        produce = functools.partial(sample_and_grade, generator, sampling, prompt.answer_format, f"eval {bench}")
+        produce = functools.partial(
+            sample_and_grade, generator, sampling, prompt.answer_format, f"eval {bench}"
+        )
         texts = {p["id"]: p["problem"] for p in problems}
         shown = SampleLog(spec.name, bench, texts)
         items = list(zip(problems, prompts, strict=True))
