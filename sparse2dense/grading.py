@@ -236,7 +236,10 @@ def _texts(completions: list) -> list[str]:
 
 def correctness_reward(completions: list, answer: list[str], **_: object) -> list[float]:
     """TRL reward function: 1.0 for a correct final boxed answer, else 0.0."""
-    return [1.0 if grade_completion(g, t).correct else 0.0 for g, t in zip(answer, _texts(completions), strict=True)]
+    return [
+        1.0 if grade_completion(g, t).correct else 0.0
+        for g, t in zip(answer, _texts(completions), strict=True)
+    ]
 
 
 def stated_correctness_reward(completions: list, answer: list[str], **_: object) -> list[float]:

@@ -210,7 +210,15 @@ GRAPH = StageGraph(
         for d in [
             _def(Stage.DATA_PREP, 3, StageKind.DATA, DataPrepInputs, section="data"),
             _def(Stage.BASE, 1, StageKind.TRAINING, BaseInputs, field="train", models={"policy": "self"}),
-            _def(Stage.PRUNE, 1, StageKind.GENERATION, PruneInputs, section="pruning", field="prune", models={"model": "self"}),
+            _def(
+                Stage.PRUNE,
+                1,
+                StageKind.GENERATION,
+                PruneInputs,
+                section="pruning",
+                field="prune",
+                models={"model": "self"},
+            ),
             _def(
                 Stage.TEACHER_RL,
                 2,
