@@ -2,8 +2,9 @@
 
 The flows hand every distinct stage of a pipeline, or of all the runs of a sweep, to a `Scheduler`
 as a `Job` (its cache key, the keys it reads, the GPUs it needs). `startable()` gives the jobs whose
-upstream jobs are done, in plan order, as long as fewer than `max_parallel` run and their GPUs are
-free, and reserves those GPUs; `finish()` records the outcome. A failed job blocks what depends on
+upstream jobs are done, as long as fewer than `max_parallel` run and their GPUs are free, and
+reserves those GPUs: first the jobs with the longest chain of stages waiting on them (the critical
+path: teacher RL before the evaluations beside it), then in plan order; `finish()` records the outcome. A failed job blocks what depends on
 it, transitively; everything else goes on. Pure bookkeeping, no threads: the flow runs the jobs on
 Prefect's task runner and reports back (a few dozen lines that no scheduling library offers in this
 shape: Prefect resolves futures but neither caps by GPUs nor skips the dependants of a failure).
@@ -23,6 +24,24 @@ class Job:
     label: str
     needs: frozenset[str] = frozenset()  # keys of the jobs it reads
     gpus: int = 0
+
+
+def chain_below(jobs: list[Job]) -> dict[str, int]:
+    """Per job, the length of the longest chain of jobs that need it, directly or not."""
+    dependants: dict[str, list[str]] = {j.key: [] for j in jobs}
+    for job in jobs:
+        for need in job.needs:
+            dependants[need].append(job.key)
+    depth: dict[str, int] = {}
+
+    def below(key: str) -> int:
+        if key not in depth:
+            depth[key] = max((1 + below(d) for d in dependants[key]), default=0)
+        return depth[key]
+
+    for job in jobs:
+        below(job.key)
+    return depth
 
 
 @dataclass
@@ -50,6 +69,8 @@ class Scheduler:
             raise ValueError(f"{too_big} need more GPUs than the {len(self.gpu_ids)} available")
         self._free = list(self.gpu_ids)
         self._turn = 0  # round-robin start for shared GPUs
+        depth = chain_below(self.jobs)
+        self._by_priority = sorted(self.jobs, key=lambda j: -depth[j.key])  # stable: plan order next
 
     @property
     def finished(self) -> bool:
@@ -73,9 +94,9 @@ class Scheduler:
         return taken
 
     def startable(self) -> list[tuple[Job, list[int]]]:
-        """Jobs to start now, each with the GPU ids reserved for it, in plan order."""
+        """Jobs to start now, each with the GPU ids reserved for it, critical path first."""
         out = []
-        for job in self.jobs:
+        for job in self._by_priority:
             if len(self.running) >= self.max_parallel:
                 break
             if not self._ready(job):

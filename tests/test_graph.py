@@ -159,6 +159,18 @@ def test_one_at_a_time_keeps_plan_order():
     assert order == ["a", "b", "c", "d"]
 
 
+def test_the_critical_path_starts_before_stages_nothing_waits_on():
+    # As the pipeline lists them: two evaluations of the base models, then teacher RL and its chain.
+    needs = {"data": set(), "eval_t": {"data"}, "eval_s": {"data"}, "rl": {"data"}, "rollouts": {"rl"}}
+    needs |= {"warmup": {"rollouts"}, "eval_rl": {"rl"}}
+    s = Scheduler([Job(key=k, label=k, needs=frozenset(v)) for k, v in needs.items()], max_parallel=2)
+    s.startable()
+    s.finish("data", ok=True)
+    assert _keys(s.startable()) == ["rl", "eval_t"]
+    s.finish("rl", ok=True)
+    assert _keys(s.startable()) == ["rollouts"]  # the chain first, then plan order among equals
+
+
 def test_a_failure_blocks_its_dependants_and_nothing_else():
     jobs = _diamond() + [Job(key="e", label="e", needs=frozenset({"a"}))]
     s = Scheduler(jobs, max_parallel=3)
