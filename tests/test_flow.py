@@ -46,6 +46,7 @@ def test_first_run_computes_every_stage_and_writes_summary(first):
     assert set(on_disk["stages"]) == set(first["stages"])
     assert set(on_disk["eval"]) == {"teacher_base", "student_base", "teacher_rl", "student_final"}
     assert on_disk["labels"]["teacher_rl"] > 0
+    assert 0.0 <= on_disk["stages"]["teacher_rl"]["metrics"]["truncation_ratio"] <= 1.0  # a fraction
 
 
 def test_objectives_move_the_right_way(first):

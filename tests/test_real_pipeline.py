@@ -67,4 +67,5 @@ def test_every_stage_runs_on_the_real_model(prefect_server, smollm2_gguf, tmp_pa
         for bench, size in (("words_test", 8), ("gsm8k", 4)):
             assert summary["eval"][model][bench]["num_problems"] == size
     assert (Path(stages["eval/student_final"]["path"]) / SAMPLES_FILE).is_file()
+    assert 0.0 <= stages["teacher_rl"]["metrics"]["truncation_ratio"] <= 1.0
     assert summary["registered_model"]["name"] == "smollm2-cpu-student"

@@ -122,6 +122,8 @@ def run_grpo(spec: StageSpec, out_dir: Path) -> StageOutput:
         "reward_last_third": sum(rewards[-third:]) / third if rewards else float("nan"),
         "frac_reward_zero_std": _mean(_log_series(history, "frac_reward_zero_std")),
         "clip_ratio": _mean(_log_series(history, "clip_ratio/region_mean")),
+        # Completions cut at max_completion_length: without an end they rarely state an answer.
+        "truncation_ratio": _mean(_log_series(history, "completions/clipped_ratio")),
         "prompts_seen": float(prompts_seen),
     }
     # Distinct labeled problems whose answers the reward read; the replay control reads no new labels.
