@@ -261,7 +261,7 @@ GRAPH = StageGraph(
                 models={"policy": "self"},
                 optional=True,
             ),
-            _def(Stage.EVAL, 3, StageKind.GENERATION, EvalInputs, models={"model": "self"}),
+            _def(Stage.EVAL, 4, StageKind.GENERATION, EvalInputs, models={"model": "self"}),
         ]
     },
     pipeline=(
