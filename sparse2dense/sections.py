@@ -92,7 +92,16 @@ class ModelSpec(Section):
         return self
 
 
-class ToyTask(Section):
+class GeneratedPools(Section):
+    """The pools a generated world draws besides its test set (toy sums, word problems)."""
+
+    num_labeled: Positive = 512
+    """Labeled problems: the pool split into the stage-1 and held-out stage-4 sets (count)."""
+    num_unlabeled: Positive = 512
+    """Unlabeled prompts for teacher rollouts and OPD (count)."""
+
+
+class ToyTask(GeneratedPools):
     """The synthetic arithmetic world: sums of `min_terms`..`max_terms` operands in [0, max_operand].
 
     The number of terms is the difficulty (each term is one more worked step, so errors compound).
@@ -108,10 +117,6 @@ class ToyTask(Section):
     """Largest operand (1-999); operands are drawn from [0, max_operand]."""
     num_base: Positive = 4000
     """Worked solutions in the base pre-training set (count)."""
-    num_labeled: Positive = 512
-    """Labeled problems: the pool split into the stage-1 and held-out stage-4 sets (count)."""
-    num_unlabeled: Positive = 512
-    """Unlabeled prompts for teacher rollouts and OPD (count)."""
     num_test: Positive = 128
     """Problems in the toy_test eval set (count)."""
     base_noise: Probability = 0.0
@@ -124,7 +129,7 @@ class ToyTask(Section):
         return self
 
 
-class WordTask(Section):
+class WordTask(GeneratedPools):
     """Arithmetic word problems: a named person holds some items, then `min_steps`..`max_steps` events
     change the count (gets, buys or finds more; gives away, loses or sells some; at the hardest levels
     gets as many again), then the question asks how many are left.
@@ -144,10 +149,6 @@ class WordTask(Section):
     """Lowest level (steps) whose events may take items away, never below zero (1-7; 7: never)."""
     doubling_from_level: Annotated[int, Field(ge=1, le=7)] = 5
     """Lowest level (steps) whose events may double the count, "as many as they already have" (1-7; 7: never)."""
-    num_labeled: Positive = 512
-    """Labeled problems: the pool split into the stage-1 and held-out stage-4 sets (count)."""
-    num_unlabeled: Positive = 512
-    """Unlabeled prompts for teacher rollouts and OPD (count)."""
     num_test: Positive = 120
     """Problems in the words_test eval set (count); levels take turns, so any prefix is balanced."""
 
