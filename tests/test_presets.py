@@ -18,7 +18,8 @@ from sparse2dense.stages import Stage
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "configs").glob("*.yaml"))  # configs/sweeps/ holds sweeps, not presets
-GPU_PRESETS = [p for p in PRESETS if p.name != "toy.yaml"]
+CPU_PRESETS = ("toy.yaml", "smollm2-cpu.yaml")  # the paper's GPU settings are not theirs to follow
+GPU_PRESETS = [p for p in PRESETS if p.name not in CPU_PRESETS]
 ACCELERATE_CONFIGS = sorted((ROOT / "infra" / "accelerate").glob("*.yaml"))
 
 
