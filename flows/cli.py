@@ -7,6 +7,7 @@
     s2d serve [--config CONFIG] [--sweep SWEEP.yaml] [--schedule-active]
     s2d validate CONFIG [--set ...] [--explain]
     s2d grade INPUT.jsonl [--output OUT.jsonl] [--limit-s S] [--workers N]
+    s2d gains RUN [RUN ...]           trained vs starting model per role: per run, and over runs
 
 Flows use the Prefect server named by `PREFECT_API_URL`, else the one `s2d up` started for the
 runs directory, else a temporary local server whose database lives under the runs directory (so
@@ -295,6 +296,16 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gains(args: argparse.Namespace) -> int:
+    from sparse2dense.gains import SummaryError, read_summary, render
+
+    try:
+        print(render([read_summary(path) for path in args.runs]))
+    except SummaryError as err:
+        raise ConfigError(str(err)) from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s2d", description="sparse-to-dense post-training pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -320,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="grader worker processes (default min(4, cpus))"
     )
     grade.set_defaults(func=cmd_grade)
+    gains = sub.add_parser(
+        "gains",
+        help="each role's trained model against its start, on the same problems: per run, and over runs",
+    )
+    gains.add_argument("runs", nargs="+", type=Path, help="a run's summary.json or its folder")
+    gains.set_defaults(func=cmd_gains)
     sweep = sub.add_parser("sweep", help="run the arms of an ablation sweep and build the comparison report")
     sweep.add_argument("sweep", type=Path)
     sweep.add_argument("--arm", action="append", default=[], help="run only this arm (repeatable)")
