@@ -70,3 +70,12 @@ def test_every_stage_runs_on_the_real_model(prefect_server, smollm2_gguf, tmp_pa
     assert (Path(stages["eval/student_final"]["path"]) / SAMPLES_FILE).is_file()
     assert 0.0 <= stages["teacher_rl"]["metrics"]["truncation_ratio"] <= 1.0
     assert summary["registered_model"]["name"] == "smollm2-cpu-student"
+
+    # `s2d gains` reads the finished run: both roles, both benchmarks, paired on the same problems.
+    from sparse2dense.gains import read_summary, run_gains
+
+    run = read_summary(summary["summary_path"])
+    gains = {(g.role, g.benchmark): g for g in run_gains(run)}
+    assert set(gains) == {(r, b) for r in ("teacher", "student") for b in ("gsm8k", "words_test")}
+    assert gains["teacher", "words_test"].delta.problems == (8,)
+    assert run.seed == cfg.seed
