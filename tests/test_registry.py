@@ -68,6 +68,26 @@ def test_registering_the_same_student_again_reuses_its_version(micro_run, micro_
     assert client.get_model_version(arm["name"], arm["version"]).tags["s2d.arm"] == "arm"
 
 
+def test_a_final_stage_without_its_own_mlflow_run_is_registered_under_the_parent_run(
+    micro_run, micro_workdir, tmp_path, monkeypatch
+):
+    """A stage found in a store filled under another tracking server has no run in this one. MLflow
+    must still find the logged model through this run's client, whatever the process-wide URI says."""
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    from tasks.registry import register_final_student
+
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    cached = json.loads(json.dumps(micro_run))
+    cached["stages"]["opd"]["mlflow_run_id"] = None
+    registered = register_final_student(_config(micro_workdir, ["name=toy-cached"]), cached)
+    version = MlflowClient(micro_run["mlflow"]["tracking_uri"]).get_model_version(
+        registered["name"], registered["version"]
+    )
+    assert version.run_id == micro_run["mlflow"]["parent_run_id"]
+    assert version.tags["s2d.stage_key"] == micro_run["stages"]["opd"]["key"]
+
+
 def test_evaluate_accepts_the_models_uri(micro_run, micro_workdir):
     from flows.evaluate import evaluate
 
