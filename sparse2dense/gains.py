@@ -148,18 +148,19 @@ def gains_over_runs(runs: Sequence[FinishedRun], rng_seed: int = 0) -> list[Gain
     """Per (role, benchmark) every run has: the interval over runs and the pooled one over problems."""
     if not runs:
         return []
-    common = [key for key in _compared(runs[0]) if all(key in _compared(run) for run in runs[1:])]
+    others = [set(_compared(run)) for run in runs[1:]]
     out = []
-    for role, benchmark in common:
-        pairs = [_pairs(run, role, benchmark) for run in runs]
-        per_run = [sum(a) / len(a) - sum(b) / len(b) for a, b in pairs]
+    for role, benchmark in _compared(runs[0]):
+        if not all((role, benchmark) in compared for compared in others):
+            continue
+        pooled = paired_delta([_pairs(run, role, benchmark) for run in runs], rng_seed=rng_seed)
         out.append(
             GainOverRuns(
                 role=role,
                 benchmark=benchmark,
                 seeds=tuple(run.seed for run in runs),
-                over_runs=mean_over_seeds(per_run),
-                problems=paired_delta(pairs, rng_seed=rng_seed),
+                over_runs=mean_over_seeds(pooled.per_seed),  # each run's own mean difference
+                problems=pooled,
             )
         )
     return out

@@ -142,7 +142,7 @@ def register_final_student(
             # A stage taken from the store may have no run of its own in this tracking server; the
             # version then points at this run's parent. A version without a run id would make MLflow
             # look its logged model up through the process-wide tracking URI, not this client's.
-            run_id = summary["stages"][final].get("mlflow_run_id") or summary["mlflow"]["parent_run_id"]
+            run_id = summary["stages"][final]["mlflow_run_id"] or summary["mlflow"]["parent_run_id"]
             model_id = _log_pyfunc(client, experiment_id, run_id, cfg, tags)
             try:
                 client.create_registered_model(name, description=f"Final student of config {cfg.name}")
