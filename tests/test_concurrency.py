@@ -68,6 +68,9 @@ def test_two_runs_at_once_compute_each_stage_once(two_runs, workdir):
     assert sorted(r["reused"] for r in registered) == [False, True]
 
 
+# Slow (a third pipeline run, killed, then a fourth); the recovery of a dead holder's lock is
+# tested without a pipeline in tests/test_services_abuse.py.
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_run_is_recovered(two_runs, workdir):
     extra = ["opd.steps=5"]
     cfg = load_config(TOY, _overrides(workdir, extra))

@@ -160,6 +160,9 @@ def test_rollouts_hold_out_whole_prompts_and_end_in_eos(first):
     assert all(r["completion_ids"][-1] == eos for r in train if r["finish_reason"] == "stop")
 
 
+# Slow (a second pipeline run); the SFT objective's training and measurement run in the default
+# suite in tests/test_warmup.py, selective recomputation in test_changing_opd_recomputes_only_opd_and_dependants.
+@pytest.mark.slow
 def test_sft_warmup_option_recomputes_from_warmup_and_lowers_kl(first, workdir):
     sft = _run(workdir, ["warmup.objective=sft"])
     computed = {n for n, e in sft["stages"].items() if e["status"] == "computed"}

@@ -14,6 +14,10 @@ from sparse2dense.config import load_config
 from tests.conftest import MICRO, TOY
 from tests.effects import MARGIN, eval_gain, metric_history, unpaired_gain
 
+# About two minutes (500 pre-training steps, 24 GRPO steps of 128 completions, two 4-sample evals):
+# run with -m slow, as tests/test_paper_orderings.py, which also asserts GRPO's gain in its sweep.
+pytestmark = pytest.mark.slow
+
 TEACHER = [
     "teacher.toy.hidden_size=64",
     "teacher.toy.num_hidden_layers=2",

@@ -255,6 +255,9 @@ def test_a_cut_only_checkpoint_makes_the_rerun_start_over(reference, workdir, mo
     _assert_same_as_reference(again, reference, "opd", "eval/student_final")
 
 
+# Slow (a whole pipeline run in a subprocess); a stage SIGKILLed from outside and resumed by the task's
+# retry runs in the default suite in tests/test_sweep.py (micro_sweep), an eval killed and retried below.
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the stage process in /proc")
 def test_sigkill_from_outside_is_resumed_by_the_task_retry(reference, workdir):
     from prefect.settings import PREFECT_API_URL
