@@ -181,7 +181,7 @@ def render(runs: Sequence[FinishedRun], rng_seed: int = 0) -> str:
             lines.append(
                 f"| {g.role} | {g.benchmark} | {run.seed if run.seed is not None else '?'} | "
                 f"{100 * g.before:.1f} | {100 * g.after:.1f} | {_points(g.delta.delta)} | "
-                f"[{_points(g.delta.low)}, {_points(g.delta.high)}] |"
+                f"[{_points(g.delta.problems_low)}, {_points(g.delta.problems_high)}] |"
             )
     if len(runs) > 1:
         lines += [
@@ -199,7 +199,7 @@ def render(runs: Sequence[FinishedRun], rng_seed: int = 0) -> str:
             )
             lines.append(
                 f"| {g.role} | {g.benchmark} | {_points(g.over_runs.mean)} | {spread} | "
-                f"[{_points(g.problems.low)}, {_points(g.problems.high)}] | "
+                f"[{_points(g.problems.problems_low)}, {_points(g.problems.problems_high)}] | "
                 f"{', '.join(_points(v) for v in g.over_runs.values)} |"
             )
     return "\n".join(lines)

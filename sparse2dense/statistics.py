@@ -1,11 +1,12 @@
 """The statistics a sweep report rests on: an arm's mean over seeds, and paired deltas between arms.
 
 A problem's score is its mean correctness over its k eval samples (`problem_scores`). Seeds are the
-replicates of an arm: its result is the mean of the per-seed avg@k with a Student-t interval
-(`mean_over_seeds`). Two arms are compared on the same problems, so the comparison is paired: within a
-seed both arms saw the same eval set, and problem i's score under arm a is paired with its score under
-arm b (`paired_delta`, a paired bootstrap over problems within each seed, pooled over seeds). Every
-random draw comes from a fixed RNG seed, so a report is reproducible from its records.
+replicates: each retrains every stage, so a result moves from seed to seed far more than the test
+problems' sampling says. Verdicts therefore rest on the t interval over seeds (`mean_over_seeds`,
+and for a paired delta the t interval of its per-seed deltas); the paired bootstrap over problems
+within each seed, pooled over seeds, holds each trained run fixed and is kept as a second, named
+interval. Why t over seeds and not a bootstrap over seeds: with the 3-5 seeds a sweep affords, a
+bootstrap over seeds undercovers (its variance is (n-1)/n of the sample's and it has no t tails).
 """
 
 from __future__ import annotations
@@ -67,18 +68,36 @@ def paired_scores(
 
 @dataclass(frozen=True)
 class PairedDelta:
-    """Mean of (a - b) and its bootstrap CI; `per_seed` holds each seed's own mean difference."""
+    """Mean of (a - b) over seeds with two 95% intervals, and each seed's own mean difference.
+
+    `seeds_low`/`seeds_high`: the t interval over the per-seed deltas, which counts run-to-run
+    variance (None with one seed); verdicts rest on it. `problems_low`/`problems_high`: the paired
+    bootstrap over problems, which treats every trained run as fixed (problem sampling only).
+    """
 
     delta: float
-    low: float
-    high: float
+    seeds_low: float | None
+    seeds_high: float | None
+    problems_low: float
+    problems_high: float
     per_seed: tuple[float, ...]
     problems: tuple[int, ...]
 
     @property
     def significant(self) -> bool:
-        """The interval excludes 0."""
-        return not self.low <= 0.0 <= self.high
+        """The interval over seeds excludes 0 (never with one seed: no run-to-run interval)."""
+        if self.seeds_low is None or self.seeds_high is None:
+            return False
+        return not self.seeds_low <= 0.0 <= self.seeds_high
+
+    @property
+    def verdict(self) -> str:
+        """`a > b` or `a < b` when the interval over seeds excludes 0, else why there is no ordering."""
+        if self.seeds_low is None:
+            return "one seed: no interval over seeds"
+        if not self.significant:
+            return "not shown (interval over seeds holds 0)"
+        return "a > b" if self.delta > 0 else "a < b"
 
 
 def paired_delta(
@@ -87,15 +106,14 @@ def paired_delta(
     resamples: int = 2000,
     rng_seed: int = 0,
 ) -> PairedDelta:
-    """Paired bootstrap of mean(a) - mean(b) over problems, pooled over seeds.
+    """mean(a) - mean(b) on paired problems, per seed and over seeds, with both intervals.
 
     `pairs_by_seed[s]` is (a's scores, b's scores) on seed s's problems, problem i at index i in both.
     Point estimate: the mean over seeds (equal weight) of each seed's mean paired difference d_s.
-    One bootstrap replicate draws, independently in every seed, n_s problems with replacement from
-    that seed's n_s, takes the mean difference of the drawn problems, and averages those over seeds
-    with the same equal weights. The CI is the percentile interval of `resamples` replicates, drawn
-    from a generator seeded with `rng_seed`. Seed-to-seed training variation enters only through
-    the seeds present; with one seed the CI covers problem sampling alone.
+    Over seeds: `mean_over_seeds` of the d_s (t with n-1 degrees of freedom). Over problems: one
+    bootstrap replicate draws, independently in every seed, n_s problems with replacement, takes the
+    mean difference and averages over seeds with the same weights; the percentile interval of
+    `resamples` replicates from a generator seeded with `rng_seed`, so a report is reproducible.
     """
     if not pairs_by_seed:
         raise ValueError("paired_delta needs at least one seed with paired scores")
@@ -113,10 +131,13 @@ def paired_delta(
     replicates_R /= len(pairs_by_seed)
     tail = (1.0 - confidence) / 2
     low, high = np.quantile(replicates_R, [tail, 1.0 - tail])
+    over_seeds = mean_over_seeds(per_seed, confidence)
     return PairedDelta(
-        delta=sum(per_seed) / len(per_seed),
-        low=float(low),
-        high=float(high),
+        delta=over_seeds.mean,
+        seeds_low=over_seeds.low,
+        seeds_high=over_seeds.high,
+        problems_low=float(low),
+        problems_high=float(high),
         per_seed=tuple(per_seed),
         problems=tuple(problems),
     )

@@ -7,6 +7,7 @@ summaries and per-problem scores, and lays them out as rows and bars.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -142,28 +143,53 @@ def _signed(x: float) -> str:
 
 
 def _verdict(result: PairedDelta) -> str:
-    return "significant" if result.significant else "not significant"
+    return result.verdict
+
+
+def _interval(low: float | None, high: float | None, signed: bool = True) -> str:
+    if low is None or high is None:
+        return "n/a (one seed)"
+    return f"[{low:+.3f}, {high:+.3f}]" if signed else f"[{low:.3f}, {high:.3f}]"
+
+
+# Column names say which interval a cell holds: run-to-run variance counted, or problem sampling only.
+OVER_SEEDS = "95% CI over seeds"
+OVER_PROBLEMS = "95% CI over problems"
 
 
 def _has(run: ArmSeed, bench: str, model: str) -> bool:
     return run.summary is not None and bench in run.summary["eval"].get(model, {})
 
 
-def _arm_mean(runs: list[ArmSeed], bench: str, model: str) -> tuple[str, float, float, float, list[float]]:
-    """(avg@k name, mean over seeds, CI low, CI high, per-seed values). With one seed the CI is the
-    eval's bootstrap over problems; with more it is the t interval over seeds."""
+@dataclass(frozen=True)
+class ArmMean:
+    """An arm's mean avg@k over its seeds; `seeds_*` is the t interval over seeds (None with one
+    seed), `problems_*` the interval from problem sampling alone: the seeds' eval standard errors
+    combined, sqrt(sum se_s^2) / n, each trained run held fixed."""
+
+    key: str
+    mean: float
+    seeds_low: float | None
+    seeds_high: float | None
+    problems_low: float
+    problems_high: float
+    values: tuple[float, ...]
+
+
+def _arm_mean(runs: list[ArmSeed], bench: str, model: str) -> ArmMean:
     metrics = [r.summary["eval"][model][bench] for r in runs if _has(r, bench, model)]
     key = avg_metric_name(metrics[0])
     estimate = mean_over_seeds([m[key] for m in metrics])
-    if estimate.low is None:
-        return (
-            key,
-            estimate.mean,
-            metrics[0][f"{key}_ci95_low"],
-            metrics[0][f"{key}_ci95_high"],
-            [estimate.mean],
-        )
-    return key, estimate.mean, estimate.low, estimate.high, list(estimate.values)
+    half = 1.96 * math.sqrt(sum(m[f"{key}_stderr"] ** 2 for m in metrics)) / len(metrics)
+    return ArmMean(
+        key,
+        estimate.mean,
+        estimate.low,
+        estimate.high,
+        estimate.mean - half,
+        estimate.mean + half,
+        estimate.values,
+    )
 
 
 def sweep_rows(
@@ -173,9 +199,9 @@ def sweep_rows(
     deltas: list[Delta],
     model: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per arm: per benchmark the mean avg@k over its seeds with a 95% CI, the paired delta
-    vs the reference arm (only where the label budgets match) with its CI and verdict; labeled
-    examples used; stages computed or cached over all its seeds."""
+    """One row per arm: per benchmark the mean avg@k over its seeds with its interval over seeds and
+    over problems, the paired delta vs the reference arm (only where the label budgets match) with
+    both intervals and the verdict over seeds; labeled examples used; stages computed or cached."""
     model = model or final_model()
     vs_reference = {(d.a, d.benchmark): d for d in deltas if d.b == reference}
     benches = _benchmarks(runs, model)
@@ -189,19 +215,23 @@ def sweep_rows(
         row: dict[str, Any] = {"arm": arm, "seeds": f"{len(done)}/{len(arm_runs)}"}
         for bench in benches:
             has_bench = [r for r in done if _has(r, bench, model)]
-            value, ci = "", ""
+            value, seeds_ci, problems_ci = "", "", ""
             if has_bench:
-                _, mean, low, high, _ = _arm_mean(has_bench, bench, model)
-                value, ci = round(mean, 4), f"[{low:.3f}, {high:.3f}]"
-            delta, delta_ci, verdict = _reference_cells(
+                m = _arm_mean(has_bench, bench, model)
+                value = round(m.mean, 4)
+                seeds_ci = _interval(m.seeds_low, m.seeds_high, signed=False)
+                problems_ci = _interval(m.problems_low, m.problems_high, signed=False)
+            delta, delta_seeds, delta_problems, verdict = _reference_cells(
                 arm, reference, comparability, vs_reference.get((arm, bench))
             )
             row |= {
                 f"{bench} {avg_keys[bench]}": value,
-                f"{bench} ci95": ci,
+                f"{bench} {OVER_SEEDS}": seeds_ci,
+                f"{bench} {OVER_PROBLEMS}": problems_ci,
                 f"{bench} delta": delta,
-                f"{bench} delta ci95": delta_ci,
-                f"{bench} significance": verdict,
+                f"{bench} delta {OVER_SEEDS}": delta_seeds,
+                f"{bench} delta {OVER_PROBLEMS}": delta_problems,
+                f"{bench} verdict (over seeds)": verdict,
             }
         statuses = [e["status"] for r in done for e in r.summary["stages"].values()]
         failed = [r.seed for r in arm_runs if not r.summary]
@@ -224,32 +254,39 @@ def _comparable_cell(arm: str, comparability: dict[str, str | None]) -> str:
 
 def _reference_cells(
     arm: str, reference: str, comparability: dict[str, str | None], delta: Delta | None
-) -> tuple[str, str, str]:
+) -> tuple[str, str, str, str]:
     if arm == reference:
-        return "reference", "", ""
+        return "reference", "", "", ""
     if arm not in comparability:
-        return "", "", ""
+        return "", "", "", ""
     if comparability[arm] is not None:
-        return "not comparable", "", ""
+        return "not comparable", "", "", ""
     if delta is None or delta.result is None:
-        return "", "", delta.reason if delta else ""
+        return "", "", "", delta.reason if delta else ""
     r = delta.result
-    return _signed(r.delta), f"[{r.low:+.3f}, {r.high:+.3f}]", _verdict(r)
+    return (
+        _signed(r.delta),
+        _interval(r.seeds_low, r.seeds_high),
+        _interval(r.problems_low, r.problems_high),
+        _verdict(r),
+    )
 
 
 def comparison_rows(deltas: list[Delta]) -> list[dict[str, Any]]:
-    """One row per named comparison and benchmark: the paired delta a - b, its 95% CI, each seed's
-    own delta and sign, the verdict, and both label budgets (stated whether or not they are equal)."""
+    """One row per named comparison and benchmark: the paired delta a - b, its interval over seeds
+    (the verdict's) and over problems, each seed's own delta and sign, the verdict, and both label
+    budgets (stated whether or not they are equal)."""
     rows = []
     for d in deltas:
         row: dict[str, Any] = {"comparison": f"{d.a} - {d.b}", "benchmark": d.benchmark}
         r = d.result
         row |= {
             "delta": _signed(r.delta) if r else "",
-            "ci95": f"[{r.low:+.3f}, {r.high:+.3f}]" if r else "",
+            OVER_SEEDS: _interval(r.seeds_low, r.seeds_high) if r else "",
+            OVER_PROBLEMS: _interval(r.problems_low, r.problems_high) if r else "",
             "per seed": " / ".join(_signed(x) for x in r.per_seed) if r else "",
             "signs": "".join("+" if x > 0 else "-" if x < 0 else "0" for x in r.per_seed) if r else "",
-            "significance": _verdict(r) if r else d.reason,
+            "verdict (over seeds)": _verdict(r) if r else d.reason,
             "labels a vs b": f"{_budget(d.budgets[0])} vs {_budget(d.budgets[1])}",
             "equal budgets": "yes" if d.budgets[0] == d.budgets[1] else "no",
         }
@@ -268,14 +305,16 @@ def render_sweep_plot(
     path: Path,
     model: str | None = None,
 ) -> Path:
-    """Left: grouped bars, benchmarks on the x axis, one bar per arm (mean over seeds, 95% CI) with
-    each seed's value as a dot; arms whose label budget differs from the reference are hatched.
-    Right: every paired delta with its 95% CI against the zero line."""
+    """Left: grouped bars, benchmarks on the x axis, one bar per arm (mean over seeds with its 95% CI
+    over seeds; one seed: over problems, drawn dashed) and each seed's value as a dot; arms whose
+    label budget differs from the reference are hatched. Right: every paired delta with its 95% CI
+    over seeds (thick, the verdict's) and over problems (thin) against the zero line."""
     model = model or final_model()
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     by_arm = {
         a: [r for r in rs if r.summary and r.summary["eval"].get(model)] for a, rs in _arms(runs).items()
@@ -291,38 +330,60 @@ def render_sweep_plot(
         gridspec_kw={"width_ratios": [max(len(arms) * len(benches), 2), 4]},
     )
     for i, arm in enumerate(arms):
-        xs, ys, lo, hi, dots_x, dots_y = [], [], [], [], [], []
         for j, bench in enumerate(benches):
             has_bench = [r for r in by_arm[arm] if _has(r, bench, model)]
             if not has_bench:
                 continue
-            _, mean, low, high, values = _arm_mean(has_bench, bench, model)
+            m = _arm_mean(has_bench, bench, model)
+            low, high = (
+                (m.seeds_low, m.seeds_high) if m.seeds_low is not None else (m.problems_low, m.problems_high)
+            )
             x = j + (i - (len(arms) - 1) / 2) * width
-            xs.append(x)
-            ys.append(mean)
-            lo.append(mean - low)
-            hi.append(high - mean)
-            dots_x += [x + (k - (len(values) - 1) / 2) * width / 6 for k in range(len(values))]
-            dots_y += values
-        hatch = None if comparability.get(arm) is None else "//"
-        bars.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=arm, hatch=hatch, alpha=0.75)
-        bars.scatter(dots_x, dots_y, s=14, color="black", edgecolor="white", linewidth=0.5, zorder=3)
+            hatch = None if comparability.get(arm) is None else "//"
+            container = bars.bar(
+                [x],
+                [m.mean],
+                width,
+                yerr=[[m.mean - low], [high - m.mean]],
+                capsize=3,
+                label=arm if j == 0 else None,
+                hatch=hatch,
+                alpha=0.75,
+                color=f"C{i % 10}",
+            )
+            if m.seeds_low is None:
+                container.errorbar.lines[2][0].set_linestyle("--")
+            dots = [x + (k - (len(m.values) - 1) / 2) * width / 6 for k in range(len(m.values))]
+            bars.scatter(dots, m.values, s=14, color="black", edgecolor="white", linewidth=0.5, zorder=3)
     bars.set_xticks(range(len(benches)), benches)
-    bars.set_ylabel("final student avg@k (95% CI)")
+    bars.set_ylabel("final student avg@k: mean over seeds, 95% CI over seeds")
     bars.set_ylim(0, 1)
-    bars.set_title("Mean over seeds, a dot per seed (hatched: other label budget)", fontsize=9)
+    bars.set_title(
+        "A dot per seed; dashed CI: one seed, over problems only; hatched: other label budget", fontsize=9
+    )
     bars.legend(fontsize=7, ncol=2)
     for y, d in enumerate(shown):
         r = d.result
         color = "C0" if r.significant else "grey"
-        forest.errorbar(
-            [r.delta], [y], xerr=[[r.delta - r.low], [r.high - r.delta]], fmt="o", capsize=3, color=color
+        forest.plot(
+            [r.problems_low, r.problems_high], [y + 0.18, y + 0.18], color=color, linewidth=1, alpha=0.6
         )
+        if r.seeds_low is not None:
+            forest.plot([r.seeds_low, r.seeds_high], [y, y], color=color, linewidth=3)
+        forest.plot([r.delta], [y], "o", color=color)
     forest.axvline(0.0, color="grey", linestyle="--")
     forest.set_yticks(range(len(shown)), [f"{d.a} - {d.b} ({d.benchmark})" for d in shown], fontsize=7)
     forest.invert_yaxis()
-    forest.set_xlabel("paired delta a - b (95% CI)")
-    forest.set_title("Paired deltas (grey: CI holds 0)", fontsize=9)
+    forest.set_xlabel("paired delta a - b")
+    forest.legend(
+        handles=[
+            Line2D([], [], color="black", linewidth=3, label=f"{OVER_SEEDS} (verdict)"),
+            Line2D([], [], color="black", linewidth=1, alpha=0.6, label=f"{OVER_PROBLEMS} (runs fixed)"),
+        ],
+        fontsize=7,
+        loc="lower right",
+    )
+    forest.set_title("Paired deltas (grey: the interval over seeds holds 0, or one seed)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

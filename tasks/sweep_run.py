@@ -54,6 +54,7 @@ def _delta_record(delta: Delta) -> dict[str, Any]:
     record = asdict(delta)
     if delta.result is not None:
         record["result"]["significant"] = delta.result.significant
+        record["result"]["verdict"] = delta.result.verdict
     return record
 
 
@@ -142,11 +143,13 @@ class SweepRun:
             f"`{reference}`. Stages computed {report['computed_stages']}, cached {report['cached_stages']}; "
             f"distinct stage keys {self.plan.distinct_stage_keys} vs {self.plan.naive_stage_count} "
             "if every run started from scratch.\n\n"
-            "Per arm: the mean over seeds of the final student's avg@k, with a t-based 95% CI over seeds "
-            "(one seed: the bootstrap CI over problems). Deltas are paired on problems: a bootstrap "
-            "over problems within each seed, averaged over seeds (95% percentile CI; `not significant` "
-            "when it holds 0). Deltas vs the reference only between arms with equal label budgets; "
-            "named comparisons state both budgets.\n\n"
+            "Per arm: the mean over seeds of the final student's avg@k with two 95% intervals: "
+            "**over seeds** (t over the per-seed values: counts run-to-run variance; n/a with one seed) "
+            "and **over problems** (each trained run held fixed: problem sampling only). Deltas are "
+            "paired on problems within a seed and averaged over seeds; the verdict (`a > b`, `a < b` "
+            "or not shown) rests on the t interval over the per-seed deltas, the bootstrap over "
+            "problems is shown beside it. Deltas vs the reference only between arms with equal label "
+            "budgets; named comparisons state both budgets.\n\n"
         )
         markdown = header + render_markdown_table(rows)
         if comparisons:
@@ -183,14 +186,21 @@ class SweepRun:
 
     @staticmethod
     def _delta_metrics(deltas: list[Delta]) -> dict[str, float]:
-        """`delta/<a>-<b>/<benchmark>` with its `_ci95_low`/`_ci95_high`, for MLflow's compare view."""
+        """`delta/<a>-<b>/<benchmark>` with `_seeds_ci95_low/high` (over seeds; absent with one seed)
+        and `_problems_ci95_low/high` (over problems), for MLflow's compare view."""
         metrics = {}
         for d in deltas:
             if d.result is not None:
                 name = f"delta/{d.a}-{d.b}/{d.benchmark}"
+                r = d.result
                 metrics |= {
-                    name: d.result.delta,
-                    f"{name}_ci95_low": d.result.low,
-                    f"{name}_ci95_high": d.result.high,
+                    name: r.delta,
+                    f"{name}_problems_ci95_low": r.problems_low,
+                    f"{name}_problems_ci95_high": r.problems_high,
                 }
+                if r.seeds_low is not None and r.seeds_high is not None:
+                    metrics |= {
+                        f"{name}_seeds_ci95_low": r.seeds_low,
+                        f"{name}_seeds_ci95_high": r.seeds_high,
+                    }
         return metrics

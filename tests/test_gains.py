@@ -59,9 +59,9 @@ def test_one_run_pairs_by_problem_and_reports_each_role(tmp_path):
     teacher, student = gains["teacher"], gains["student"]
     assert (teacher.before, teacher.after, teacher.delta.delta) == (0.2, 0.5, pytest.approx(0.3))
     # 30 problems gained, none lost, out of 100: the bootstrap interval sits around +0.3, above 0.
-    assert 0.2 < teacher.delta.low < 0.3 < teacher.delta.high < 0.4
+    assert 0.2 < teacher.delta.problems_low < 0.3 < teacher.delta.problems_high < 0.4
     # Same problems right before and after: zero, with no spread at all.
-    assert (student.delta.delta, student.delta.low, student.delta.high) == (0.0, 0.0, 0.0)
+    assert (student.delta.delta, student.delta.problems_low, student.delta.problems_high) == (0.0, 0.0, 0.0)
     assert read_summary(run / "summary.json").seed == 11
 
 
@@ -83,7 +83,7 @@ def test_over_runs_the_interval_is_the_t_interval_of_the_per_run_deltas(tmp_path
     assert over.over_runs.values == pytest.approx((0.1, 0.2, 0.3))
     assert over.over_runs.low == pytest.approx(0.2 - 4.3027 * 0.1 / math.sqrt(3), abs=1e-4)
     # The pooled interval over problems treats each trained model as fixed: far narrower.
-    assert over.problems.high - over.problems.low < over.over_runs.high - over.over_runs.low
+    assert over.problems.problems_high - over.problems.problems_low < over.over_runs.high - over.over_runs.low
     table = render(runs)
     assert "| teacher | words_test | 12 | 20.0 | 40.0 | +20.0 |" in table
     assert "over 3 runs (seeds 11, 12, 13)" in table and "[-4.8, +44.8]" in table

@@ -214,16 +214,21 @@ def test_report_rows_pair_arms_over_seeds_and_refuse_different_budgets():
     ]
     rows, _ = _report(runs)
     assert rows["ref"]["bench delta"] == "reference" and rows["ref"]["seeds"] == "3/3"
-    assert rows["same"]["bench delta"] == "+0.0000" and rows["same"]["bench delta ci95"] == "[+0.000, +0.000]"
-    assert rows["same"]["bench significance"] == "not significant"
-    assert (
-        rows["better"]["bench delta"] == "+0.5000" and rows["better"]["bench significance"] == "significant"
-    )
-    assert rows["better"]["bench avg@4"] == 1.0 and rows["better"]["bench ci95"] == "[1.000, 1.000]"
+    same = rows["same"]
+    assert same["bench delta"] == "+0.0000" and same["bench delta 95% CI over seeds"] == "[+0.000, +0.000]"
+    assert same["bench delta 95% CI over problems"] == "[+0.000, +0.000]"
+    assert same["bench verdict (over seeds)"] == "not shown (interval over seeds holds 0)"
+    better = rows["better"]
+    assert better["bench delta"] == "+0.5000" and better["bench verdict (over seeds)"] == "a > b"
+    assert better["bench avg@4"] == 1.0 and better["bench 95% CI over seeds"] == "[1.000, 1.000]"
+    # over problems: the three seeds' eval standard errors (0.01 each) combined, 1.96 * sqrt(3) * 0.01 / 3
+    assert better["bench 95% CI over problems"] == "[0.989, 1.011]"
     assert rows["more"]["bench delta"] == "not comparable"
     assert rows["more"]["comparable"].startswith("label budget 80 vs 64")
     assert rows["flaky"]["seeds"] == "1/2" and rows["flaky"]["status"] == "failed at seeds [2]"
-    assert rows["flaky"]["bench ci95"] == "[0.480, 0.520]"  # one seed: the eval's CI over problems
+    # one seed: no interval over seeds; over problems, the eval's own standard error
+    assert rows["flaky"]["bench 95% CI over seeds"] == "n/a (one seed)"
+    assert rows["flaky"]["bench 95% CI over problems"] == "[0.480, 0.520]"
     assert rows["dead"]["status"] == "failed" and rows["dead"]["bench delta"] == ""
     assert rows["dead"]["bench avg@4"] == "" and len({tuple(r) for r in rows.values()}) == 1  # one header
     assert (rows["ref"]["computed"], rows["ref"]["cached"]) == (3, 3)
@@ -232,7 +237,7 @@ def test_report_rows_pair_arms_over_seeds_and_refuse_different_budgets():
 def test_seed_means_get_a_t_interval_in_the_row():
     runs = [_run("ref", 1, [0.5] * 4, 0), _run("ref", 2, [0.6] * 4, 0), _run("ref", 3, [0.7] * 4, 0)]
     rows, _ = _report(runs)
-    assert rows["ref"]["bench avg@4"] == 0.6 and rows["ref"]["bench ci95"] == "[0.352, 0.848]"
+    assert rows["ref"]["bench avg@4"] == 0.6 and rows["ref"]["bench 95% CI over seeds"] == "[0.352, 0.848]"
 
 
 def test_named_comparisons_state_both_budgets_and_each_seeds_sign():
@@ -249,9 +254,11 @@ def test_named_comparisons_state_both_budgets_and_each_seeds_sign():
     raw = named["ref - raw"]
     assert (raw["delta"], raw["per seed"], raw["signs"]) == ("+0.2500", "+0.5000 / +0.0000", "+0")
     assert raw["labels a vs b"] == "64 vs 0" and raw["equal budgets"] == "no"
-    assert raw["significance"] == "significant"
+    # +0.5 and 0.0 at two seeds: over problems it looks certain, over seeds it is not shown
+    assert raw["95% CI over problems"].startswith("[+") and raw["verdict (over seeds)"].startswith("not shown")
+    assert raw["95% CI over seeds"] == "[-2.927, +3.427]"  # 0.25 +- 12.706 * 0.3536 / sqrt(2)
     other = named["ref - other"]
-    assert other["delta"] == "" and "different problems" in other["significance"]
+    assert other["delta"] == "" and "different problems" in other["verdict (over seeds)"]
 
 
 def test_the_sweep_chart_draws_seeds_failed_runs_and_deltas(tmp_path):
@@ -332,7 +339,8 @@ def test_sweep_computes_each_distinct_stage_once(micro_sweep):
     assert rows["full_bridge"][f"{bench} delta"] == "reference"
     for arm in ("no_opd", "no_warmup"):
         assert rows[arm][f"{bench} delta"].startswith(("+", "-"))
-        assert rows[arm][f"{bench} significance"] in {"significant", "not significant"}
+        assert rows[arm][f"{bench} verdict (over seeds)"] == "one seed: no interval over seeds"
+        assert rows[arm][f"{bench} delta 95% CI over problems"].startswith("[")
     named = [(r["comparison"], r["benchmark"]) for r in report["comparisons"]]
     assert named == [("full_bridge - no_opd", bench), ("no_warmup - no_opd", bench)]
     assert all(r["labels a vs b"] == "12 vs 12" and len(r["signs"]) == 1 for r in report["comparisons"])
