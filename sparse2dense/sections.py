@@ -185,6 +185,9 @@ class DataSection(Section):
     """Directory holding the known benchmarks' files (needed for known names with kind math)."""
     heldout_fraction: Probability = 0.2
     """Fraction of the labeled pool held out for stage-4 student RL (0-1)."""
+    bridge_reads_stage1: bool = False
+    """The bridge's prompts (teacher rollouts, OPD) include the stage-1 problems, labels stripped, as in
+    the paper: replayed stage-1 labels are then ones the student was already distilled on."""
     decontamination_ngram: Annotated[int, Field(ge=5, le=50)] = 13
     """Word n-gram length of the overlap check against eval problems (5-50)."""
     prompt_template: str = (
@@ -346,6 +349,8 @@ class GRPOSection(Section):
     """Longest sampled completion (tokens)."""
     labels: Literal["stage1", "heldout", "replay"] = "stage1"
     """Labels the reward reads: stage1 set, heldout stage-4 set, or replay of the stage-1 labels."""
+    max_labels: Positive | None = None
+    """Label budget: at most the first N problems of that set (nested: 32 of them are in any 128); none: all."""
     use_vllm: bool = False
     """Sample rollouts with vLLM (GPU) instead of transformers generate."""
     vllm_importance_sampling_correction: bool = Field(
@@ -404,6 +409,7 @@ GRPO_RECIPE = (
     "temperature",
     "max_completion_length",
     "labels",
+    "max_labels",
     "steps_per_generation",
     "num_iterations",
     "vllm_importance_sampling_correction",

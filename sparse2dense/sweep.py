@@ -95,6 +95,62 @@ class Comparison(BaseModel):
     b: str = Field(description="arm subtracted")
 
 
+BUDGET_FIELD = "teacher_rl.max_labels"  # direct GRPO takes it too, through student_rl.recipe: teacher_rl
+
+
+class LabelBudgets(BaseModel):
+    """The label budget as a sweep dimension: the named arms again at each budget (stage-1 labels
+    read by GRPO, `teacher_rl.max_labels`), as arms `<arm>.labels<N>`; every comparison between two
+    of them is repeated at each budget. Stages before teacher RL are shared across budgets."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    budgets: list[Annotated[int, Field(gt=0)]] = Field(
+        description="Stage-1 label budgets besides the base config's own (distinct, positive)."
+    )
+    arms: list[str] = Field(description="Arms run again at every budget.")
+
+    @field_validator("budgets")
+    @classmethod
+    def _distinct(cls, budgets: list[int]) -> list[int]:
+        if len(set(budgets)) != len(budgets):
+            raise ValueError(f"budgets must be distinct; got {budgets}")
+        return budgets
+
+
+def budget_arm_name(arm: str, budget: int) -> str:
+    return f"{arm}.labels{budget}"
+
+
+def with_label_budgets(
+    arms: dict[str, Arm], comparisons: list[Comparison], budgets: LabelBudgets | None
+) -> tuple[dict[str, Arm], list[Comparison]]:
+    """The arms and comparisons with the budget dimension spelled out (a budget arm keeps its arm's
+    overrides and switches and adds `teacher_rl.max_labels`)."""
+    if budgets is None:
+        return arms, comparisons
+    unknown = sorted(set(budgets.arms) - set(arms))
+    if unknown:
+        raise ValueError(f"label_budgets.arms: {unknown} are not arms; the arms are {sorted(arms)}")
+    out, more = dict(arms), list(comparisons)
+    for budget in budgets.budgets:
+        for name in budgets.arms:
+            arm = arms[name]
+            if BUDGET_FIELD in arm.set:
+                raise ValueError(f"label_budgets.arms: {name!r} sets {BUDGET_FIELD} itself")
+            out[budget_arm_name(name, budget)] = Arm(
+                description=f"{arm.description} [{budget} stage-1 labels]".strip(),
+                set={**arm.set, BUDGET_FIELD: budget},
+                disable=arm.disable,
+            )
+        more += [
+            Comparison(a=budget_arm_name(c.a, budget), b=budget_arm_name(c.b, budget))
+            for c in comparisons
+            if c.a in budgets.arms and c.b in budgets.arms
+        ]
+    return out, more
+
+
 class SweepSpec(BaseModel):
     """A resolved sweep: the base config itself (not its path), the arms, seeds and comparisons."""
 
@@ -114,6 +170,11 @@ class SweepSpec(BaseModel):
     )
     comparisons: list[Comparison] = Field(
         default_factory=list, description="Paired deltas a - b reported besides each arm vs the reference."
+    )
+    label_budgets: LabelBudgets | None = Field(
+        None,
+        description="Arms repeated at other stage-1 label budgets (already spelled out in `arms` and "
+        "`comparisons`; kept so the report can group them).",
     )
 
     @field_validator("arms")
@@ -136,6 +197,15 @@ class SweepSpec(BaseModel):
                     )
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct; got {self.seeds}")
+        if self.label_budgets is not None:
+            missing = [
+                budget_arm_name(arm, budget)
+                for budget in self.label_budgets.budgets
+                for arm in self.label_budgets.arms
+                if budget_arm_name(arm, budget) not in self.arms
+            ]
+            if missing:
+                raise ValueError(f"label_budgets: arms {missing} are missing (load_sweep spells them out)")
         return self
 
     @property
@@ -251,6 +321,9 @@ class SweepFile(BaseModel):
     comparisons: list[Comparison] = Field(
         default_factory=list, description="Paired deltas a - b reported besides each arm vs the reference."
     )
+    label_budgets: LabelBudgets | None = Field(
+        None, description="Arms run again at other stage-1 label budgets, as arms ARM.labelsN."
+    )
     arms: dict[str, Arm] = Field(
         description="Arm name (a name, like `name`) -> overrides and switched-off stages; run in this order.",
         json_schema_extra={"propertyNames": NAME_JSON_SCHEMA},
@@ -279,13 +352,18 @@ def load_sweep(
     shared = [f"{k}={json.dumps(v)}" for k, v in sweep.set.items()] + list(overrides or [])
     base = validate_config(apply_overrides(base_data, shared), str(base_path))
     try:
+        arms, comparisons = with_label_budgets(sweep.arms, sweep.comparisons, sweep.label_budgets)
+    except ValueError as err:
+        raise ConfigError(f"sweep {path}: {err}") from None
+    try:
         spec = SweepSpec(
             name=sweep.name,
             base=base,
-            arms=sweep.arms,
+            arms=arms,
             reference=sweep.reference,
             seeds=sweep.seeds if seeds is None else seeds,
-            comparisons=sweep.comparisons,
+            comparisons=comparisons,
+            label_budgets=sweep.label_budgets,
         )
     except ValidationError as err:
         raise ConfigError(format_errors(err, str(path), "sweep")) from None

@@ -388,3 +388,180 @@ def render_sweep_plot(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _levels(metrics: dict[str, float], prefix: str) -> dict[int, float]:
+    return {int(k.removeprefix(prefix)): v for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def _mean_levels(values: list[dict[int, float]]) -> dict[int, float]:
+    levels = sorted({level for v in values for level in v})
+    return {
+        level: sum(v[level] for v in values if level in v) / sum(level in v for v in values)
+        for level in levels
+    }
+
+
+def _level_cells(means: dict[int, float], levels: list[int]) -> dict[str, str]:
+    return {f"{level}": f"{100 * means[level]:.1f}" if level in means else "" for level in levels}
+
+
+# The models every arm of a seed starts from: measured once per seed, shown once per sweep.
+BASE_MODELS = ("teacher_base", "student_base")
+
+
+def difficulty_rows(runs: list[ArmSeed], model: str | None = None) -> list[dict[str, Any]]:
+    """Accuracy (%) per difficulty, mean over seeds: the base models before any post-training, then
+    each arm's RL'd teacher (where it has one) and final student. Empty when no benchmark carries a
+    difficulty."""
+    model = model or final_model()
+    # (owner, model) -> replicate -> levels; a base model is one replicate per seed, whatever the arm
+    wanted: dict[tuple[str, str], dict[tuple[int, str], dict[int, float]]] = {}
+    for run in runs:
+        if run.summary is None:
+            continue
+        for name, benches in run.summary["eval"].items():
+            if name not in (*BASE_MODELS, "teacher_rl", model):
+                continue
+            base = name in BASE_MODELS
+            owner, replicate = ("all arms", (run.seed, "")) if base else (run.arm, (run.seed, run.arm))
+            for bench, metrics in benches.items():
+                levels = _levels(metrics, "acc_difficulty_")
+                if levels:
+                    wanted.setdefault((owner, f"{name} ({bench})"), {})[replicate] = levels
+    levels = sorted({lv for values in wanted.values() for v in values.values() for lv in v})
+    rows = []
+    for (owner, what), values in sorted(wanted.items(), key=lambda kv: (kv[0][0] != "all arms", kv[0])):
+        rows.append(
+            {"arm": owner, "model": what, "seeds": len(values)}
+            | _level_cells(_mean_levels(list(values.values())), levels)
+        )
+    return rows
+
+
+def group_rows(runs: list[ArmSeed]) -> list[dict[str, Any]]:
+    """Per arm and GRPO stage, mean over seeds: the share (%) of groups whose completions all got the
+    same reward (zero variance: no gradient) per difficulty, overall, and split into all right and
+    all wrong. Empty when no GRPO stage recorded its groups."""
+    found: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for run in runs:
+        if run.summary is None:
+            continue
+        for stage, entry in run.summary["stages"].items():
+            metrics = entry.get("metrics") or {}
+            if "zero_std" in metrics:
+                found.setdefault((run.arm, stage), []).append(metrics)
+    levels = sorted({lv for ms in found.values() for m in ms for lv in _levels(m, "zero_std_difficulty_")})
+    rows = []
+    for (arm, stage), ms in found.items():
+        mean = {k: sum(m[k] for m in ms) / len(ms) for k in ("zero_std", "all_right", "all_wrong", "groups")}
+        rows.append(
+            {"arm": arm, "stage": stage, "seeds": len(ms)}
+            | {
+                f"zero-var {k}": v
+                for k, v in _level_cells(
+                    _mean_levels([_levels(m, "zero_std_difficulty_") for m in ms]), levels
+                ).items()
+            }
+            | {
+                "zero-var all": f"{100 * mean['zero_std']:.1f}",
+                "all right": f"{100 * mean['all_right']:.1f}",
+                "all wrong": f"{100 * mean['all_wrong']:.1f}",
+                "groups per run": round(mean["groups"]),
+            }
+        )
+    return rows
+
+
+def render_mechanism_plot(difficulty: list[dict[str, Any]], groups: list[dict[str, Any]], path: Path) -> Path:
+    """Left: accuracy per difficulty (mean over seeds), a line per model and arm. Right: the share of
+    zero-variance GRPO groups per difficulty, a line per arm and GRPO stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (acc, zero) = plt.subplots(1, 2, figsize=(13, 5))
+    for ax, rows, label_of, prefix in (
+        (acc, difficulty, lambda r: f"{r['arm']}: {r['model']}", ""),
+        (zero, groups, lambda r: f"{r['arm']}: {r['stage']}", "zero-var "),
+    ):
+        for row in rows:
+            points = [
+                (int(k.removeprefix(prefix)), float(v))
+                for k, v in row.items()
+                if k.removeprefix(prefix).isdigit() and k.startswith(prefix) and v != ""
+            ]
+            if points:
+                style = "--" if row["arm"] == "all arms" else "-"
+                ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=label_of(row))
+        ax.set_xlabel("difficulty (terms / steps)")
+        ax.set_ylim(-2, 102)
+        ax.legend(fontsize=6)
+    acc.set_ylabel("accuracy %, mean over seeds (dashed: before post-training)")
+    acc.set_title("Accuracy per difficulty", fontsize=9)
+    zero.set_ylabel("zero-variance groups %, mean over seeds")
+    zero.set_title("GRPO groups with no gradient (all right or all wrong)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def budget_rows(runs: list[ArmSeed], arms: list[str], model: str | None = None) -> list[dict[str, Any]]:
+    """Per arm of the label-budget dimension and budget (its ledger total), per benchmark: the mean
+    avg@k over seeds with its 95% CI over seeds. The base config's own budget is the arm itself;
+    the others are its `ARM.labelsN` arms."""
+    model = model or final_model()
+    by_arm, budgets = _arms(runs), arm_budgets(runs)
+    rows = []
+    for arm in arms:
+        variants = [a for a in by_arm if a == arm or a.startswith(f"{arm}.labels")]
+        for variant in sorted(variants, key=lambda a: budgets.get(a, 0)):
+            done = [r for r in by_arm[variant] if r.summary]
+            row: dict[str, Any] = {"arm": arm, "labels": budgets.get(variant, ""), "run as": variant}
+            for bench in _benchmarks(runs, model):
+                has = [r for r in done if _has(r, bench, model)]
+                if has:
+                    m = _arm_mean(has, bench, model)
+                    row |= {
+                        f"{bench} {m.key}": round(m.mean, 4),
+                        f"{bench} {OVER_SEEDS}": _interval(m.seeds_low, m.seeds_high, signed=False),
+                    }
+            rows.append(row)
+    return rows
+
+
+def render_budget_plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Final student accuracy against the stage-1 label budget, a line per arm, 95% CI over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    value_key = next((k for k in rows[0] if " avg@" in k), None) if rows else None
+    if value_key is not None:
+        ci_key = value_key.split(" ")[0] + f" {OVER_SEEDS}"
+        for arm in dict.fromkeys(r["arm"] for r in rows):
+            points = [r for r in rows if r["arm"] == arm and value_key in r]
+            xs, ys = [r["labels"] for r in points], [r[value_key] for r in points]
+            lo, hi = [], []
+            for r, y in zip(points, ys, strict=True):
+                cell = r.get(ci_key, "")
+                low, high = (
+                    (float(x) for x in cell.strip("[]").split(",")) if cell.startswith("[") else (y, y)
+                )
+                lo.append(y - low)
+                hi.append(high - y)
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=arm)
+        ax.set_xscale("log", base=2)
+        ax.set_ylabel(f"final student {value_key.split(' ')[1]} (95% CI over seeds)")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=8)
+    ax.set_xlabel("stage-1 labels read by GRPO")
+    ax.set_title("Label budget", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -30,9 +30,14 @@ from tasks.reporting import (
     ArmSeed,
     Delta,
     arm_budgets,
+    budget_rows,
     comparison_rows,
+    difficulty_rows,
+    group_rows,
     paired_deltas,
+    render_budget_plot,
     render_markdown_table,
+    render_mechanism_plot,
     render_sweep_plot,
     sweep_rows,
 )
@@ -151,23 +156,50 @@ class SweepRun:
             "problems is shown beside it. Deltas vs the reference only between arms with equal label "
             "budgets; named comparisons state both budgets.\n\n"
         )
+        budgets = self.sweep.label_budgets
+        tables = {  # file stem -> (title, rows); empty tables are left out
+            "comparisons": ("Comparisons (a - b)", comparisons),
+            "budgets": (
+                "Label budget: final student per stage-1 budget",
+                budget_rows(self.results, budgets.arms) if budgets else [],
+            ),
+            "difficulty": ("Accuracy per difficulty (%, mean over seeds)", difficulty_rows(self.results)),
+            "groups": (
+                "GRPO groups with zero reward variance (%, mean over seeds): no gradient",
+                group_rows(self.results),
+            ),
+        }
+        tables = {stem: (title, t) for stem, (title, t) in tables.items() if t}
+        report |= {stem: t for stem, (_, t) in tables.items() if stem != "comparisons"}
         markdown = header + render_markdown_table(rows)
-        if comparisons:
-            markdown += "\n**Comparisons (a - b)**\n\n" + render_markdown_table(comparisons)
+        for title, table in tables.values():
+            markdown += f"\n**{title}**\n\n" + render_markdown_table(table)
         (self.dir / "report.md").write_text(markdown)
         self._write_csv("report.csv", rows)
-        if comparisons:
-            self._write_csv("comparisons.csv", comparisons)
+        for stem, (_, table) in tables.items():
+            self._write_csv(f"{stem}.csv", table)
         (self.dir / "sweep.json").write_text(json.dumps(report, indent=2, default=str))
-        plot = render_sweep_plot(self.results, comparability, deltas, self.dir / "report.png")
+        plots = [render_sweep_plot(self.results, comparability, deltas, self.dir / "report.png")]
+        if "difficulty" in tables or "groups" in tables:
+            plots.append(
+                render_mechanism_plot(
+                    tables.get("difficulty", ("", []))[1],
+                    tables.get("groups", ("", []))[1],
+                    self.dir / "mechanism.png",
+                )
+            )
+        if "budgets" in tables:
+            plots.append(render_budget_plot(tables["budgets"][1], self.dir / "budgets.png"))
         create_table_artifact(rows, key="sweep-report", description=header)
-        if comparisons:
-            create_table_artifact(comparisons, key="sweep-comparisons", description="Paired deltas a - b")
+        for stem, (title, table) in tables.items():
+            create_table_artifact(table, key=f"sweep-{stem}", description=title)
         create_markdown_artifact(markdown, key="sweep-summary", description="Ablation sweep")
-        for name in ("report.md", "report.csv", "comparisons.csv", "sweep.json"):
-            if (self.dir / name).is_file():
-                self.client.log_artifact(self.parent_run_id, str(self.dir / name))
-        self.client.log_artifact(self.parent_run_id, str(plot))
+        for path in [self.dir / "report.md", self.dir / "report.csv", self.dir / "sweep.json"]:
+            self.client.log_artifact(self.parent_run_id, str(path))
+        for stem in tables:
+            self.client.log_artifact(self.parent_run_id, str(self.dir / f"{stem}.csv"))
+        for plot in plots:
+            self.client.log_artifact(self.parent_run_id, str(plot))
         tracking.log_metrics(
             self.client,
             self.parent_run_id,

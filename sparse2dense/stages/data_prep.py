@@ -76,8 +76,11 @@ PREPARERS: dict[str, Callable[[DataSection, int], dict[str, list]]] = {
 
 
 def prepare(section: DataSection, seed: int) -> dict[str, list]:
-    """The kind's splits and eval sets, each eval set cut to its first `eval_max_problems` problems."""
+    """The kind's splits and eval sets, each eval set cut to its first `eval_max_problems` problems;
+    with `bridge_reads_stage1` the bridge's prompts start with the stage-1 problems, labels stripped."""
     prepared = PREPARERS[section.kind](section, seed)
+    if section.bridge_reads_stage1:
+        prepared["unlabeled"] = strip_labels(prepared["stage1"]) + prepared["unlabeled"]
     for name, limit in section.eval_max_problems.items():
         prepared[f"eval/{name}"] = prepared[f"eval/{name}"][:limit]
     return prepared

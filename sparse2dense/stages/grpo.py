@@ -13,7 +13,9 @@ trains in fp32 master weights (see models.py). Writes `model/` and the reward cu
 
 from __future__ import annotations
 
+import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from datasets import Dataset
@@ -30,6 +32,69 @@ from sparse2dense.spec import StageSpec
 from sparse2dense.stages.program import StageOutput, latest_checkpoint, training_args, training_callbacks
 
 SPLIT_OF_LABELS = {"stage1": "stage1", "heldout": "heldout", "replay": "stage1"}
+GROUP_STATS = "group_stats.jsonl"
+
+
+class GroupRecorder:
+    """The reward, recording each group's outcome: why GRPO learns where it does.
+
+    A group whose completions all get the same reward (all right or all wrong) has zero advantage:
+    no gradient. TRL logs that share over the batch (`frac_reward_zero_std`); this splits it by the
+    problem's difficulty and by all-right vs all-wrong, which TRL cannot know. Each reward call
+    appends the groups it saw, under the trainer's step, to `group_stats.jsonl`, so a resumed run
+    counts a redone step once (`group_stats` keeps the last record of each step). Only groups
+    whole on this process are counted (under several processes a group may be split).
+    """
+
+    def __init__(self, reward: Callable[..., list[float]], group_size: int, path: Path) -> None:
+        self.reward, self.group_size, self.path = reward, group_size, path
+        self.__name__ = reward.__name__  # TRL logs rewards/<name>
+        self.trainer = None  # set once the trainer exists: its state gives the step
+
+    def __call__(self, completions: list, answer: list[str], **kwargs: object) -> list[float]:
+        rewards = self.reward(completions, answer, **kwargs)
+        ids, levels = kwargs.get("problem_id") or [], kwargs.get("difficulty") or []
+        by_id: dict[str, list[int]] = {}
+        for i, pid in enumerate(ids):
+            by_id.setdefault(str(pid), []).append(i)
+        groups = []
+        for members in by_id.values():
+            for start in range(0, len(members) - self.group_size + 1, self.group_size):
+                chunk = members[start : start + self.group_size]
+                level = levels[chunk[0]] if levels else None
+                groups.append([level, sum(rewards[i] > 0 for i in chunk), len(chunk)])
+        step = self.trainer.state.global_step if self.trainer is not None else 0
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps({"step": step, "groups": groups}) + "\n")
+        return rewards
+
+
+def group_stats(path: Path) -> dict[str, float]:
+    """From `group_stats.jsonl`: the share of zero-variance groups overall and per difficulty
+    (`zero_std_difficulty_<n>`), split into all right and all wrong, and the groups counted."""
+    if not path.is_file():
+        return {}
+    by_step: dict[int, list] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_step[record["step"]] = record["groups"]  # a redone step replaces its first try
+    groups = [g for step in sorted(by_step) for g in by_step[step]]
+    out: dict[str, float] = {}
+
+    def shares(suffix: str, chosen: list) -> None:
+        right = sum(correct == size for _, correct, size in chosen)
+        wrong = sum(correct == 0 for _, correct, _ in chosen)
+        out[f"groups{suffix}"] = float(len(chosen))
+        out[f"zero_std{suffix}"] = (right + wrong) / len(chosen)
+        out[f"all_right{suffix}"] = right / len(chosen)
+        out[f"all_wrong{suffix}"] = wrong / len(chosen)
+
+    if groups:
+        shares("", groups)
+    for level in sorted({g[0] for g in groups if g[0] is not None}):
+        shares(f"_difficulty_{level}", [g for g in groups if g[0] == level])
+    return out
 
 
 def build_grpo_config(
@@ -81,14 +146,15 @@ def _log_series(history: list[dict], key: str) -> list[float]:
     return [float(h[key]) for h in history if key in h]
 
 
-def labeled_records(splits: Path, labels: str, seed: int) -> list[dict]:
-    """The labeled problems a GRPO run reads. `replay` is the control of held-out stage 4: a seeded
-    sample of the stage-1 problems as large as the held-out set, so with the same `steps` both arms
-    make the same updates over as many distinct prompts, each read as often."""
+def labeled_records(splits: Path, labels: str, seed: int, max_labels: int | None = None) -> list[dict]:
+    """The labeled problems a GRPO run reads: the first `max_labels` of its set (the label budget;
+    budgets nest, so a smaller budget's problems are in every larger one). `replay` is the control
+    of held-out stage 4: a seeded sample of the stage-1 problems as large as the held-out set, so
+    with the same `steps` both arms make the same updates over as many distinct prompts."""
     if labels != "replay":
-        return load_records(splits / f"{SPLIT_OF_LABELS[labels]}.jsonl")
-    stage1 = load_records(splits / "stage1.jsonl")
-    size = min(len(load_records(splits / "heldout.jsonl")), len(stage1))
+        return load_records(splits / f"{SPLIT_OF_LABELS[labels]}.jsonl")[:max_labels]
+    stage1 = load_records(splits / "stage1.jsonl")[:max_labels]
+    size = min(len(load_records(splits / "heldout.jsonl")[:max_labels]), len(stage1))
     picked = sorted(random.Random(seed).sample(range(len(stage1)), size))
     return [stage1[i] for i in picked]
 
@@ -99,17 +165,25 @@ def run_grpo(spec: StageSpec, out_dir: Path) -> StageOutput:
     args = build_grpo_config(section, spec, out_dir)  # first: under ZeRO-3 it shards the loading
     tokenizer = load_tokenizer(spec, "policy")
     model = load_model(spec, "policy", trainable=True)
-    records = labeled_records(spec.upstream_path("data") / "splits", section.labels, spec.seed)
+    records = labeled_records(
+        spec.upstream_path("data") / "splits", section.labels, spec.seed, section.max_labels
+    )
     conversations = prompt_conversations(records, prompt)
-    rows = [{"prompt": c, "answer": r["answer"]} for c, r in zip(conversations, records, strict=True)]
+    rows = [
+        {"prompt": c, "answer": r["answer"], "problem_id": str(r["id"])}
+        | ({"difficulty": d} if (d := (r.get("metadata") or {}).get("difficulty")) is not None else {})
+        for c, r in zip(conversations, records, strict=True)
+    ]
+    recorder = GroupRecorder(REWARDS[prompt.answer_format], section.num_generations, out_dir / GROUP_STATS)
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=REWARDS[prompt.answer_format],
+        reward_funcs=recorder,
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         callbacks=training_callbacks(spec.name, str(spec.stage), out_dir),
     )
+    recorder.trainer = trainer
     trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
     save_trained(trainer, tokenizer, out_dir)
     history = trainer.state.log_history
@@ -125,7 +199,8 @@ def run_grpo(spec: StageSpec, out_dir: Path) -> StageOutput:
         # Completions cut at max_completion_length: without an end they rarely state an answer.
         "truncation_ratio": _mean(_log_series(history, "completions/clipped_ratio")),
         "prompts_seen": float(prompts_seen),
-    }
+        "distinct_labeled_prompts": float(len(records)),
+    } | group_stats(out_dir / GROUP_STATS)
     # Distinct labeled problems whose answers the reward read; the replay control reads no new labels.
     labeled = 0 if section.labels == "replay" else min(prompts_seen, len(records))
     return StageOutput(metrics=metrics, labeled_examples=labeled)
