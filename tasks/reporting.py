@@ -406,63 +406,71 @@ def _level_cells(means: dict[int, float], levels: list[int]) -> dict[str, str]:
     return {f"{level}": f"{100 * means[level]:.1f}" if level in means else "" for level in levels}
 
 
-# The models every arm of a seed starts from: measured once per seed, shown once per sweep.
-BASE_MODELS = ("teacher_base", "student_base")
+def _shared(runs: list[ArmSeed], pick) -> list[tuple[str, str, list[dict[str, float]]]]:
+    """(arms, what, one value per seed) for each distinct stage `pick` finds. `pick(run)` yields
+    (what, stage key, value); a stage that several arms share (same key) is one replicate, listed
+    under all of them, so shared stages appear once and each seed counts once."""
+    by_key: dict[str, tuple[str, list[str], dict[str, float]]] = {}
+    for run in runs:
+        if run.summary is None:
+            continue
+        for what, key, value in pick(run):
+            entry = by_key.setdefault(key, (what, [], value))
+            entry[1].append(run.arm)
+    grouped: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for what, arms, value in by_key.values():
+        grouped.setdefault((", ".join(dict.fromkeys(arms)), what), []).append(value)
+    return [(arms, what, values) for (arms, what), values in grouped.items()]
+
+
+def _stage_key(run: ArmSeed, stage: str) -> str:
+    entry = run.summary["stages"].get(stage) or {}
+    return str(entry.get("key") or f"{stage}@{run.arm}@{run.seed}")
 
 
 def difficulty_rows(runs: list[ArmSeed], model: str | None = None) -> list[dict[str, Any]]:
-    """Accuracy (%) per difficulty, mean over seeds: the base models before any post-training, then
-    each arm's RL'd teacher (where it has one) and final student. Empty when no benchmark carries a
-    difficulty."""
+    """Accuracy (%) per difficulty, mean over seeds, of every evaluated model: the base models before
+    any post-training, the RL'd teachers and each arm's final student; a model several arms share
+    is one row naming them all. Empty when no benchmark carries a difficulty."""
     model = model or final_model()
-    # (owner, model) -> replicate -> levels; a base model is one replicate per seed, whatever the arm
-    wanted: dict[tuple[str, str], dict[tuple[int, str], dict[int, float]]] = {}
-    for run in runs:
-        if run.summary is None:
-            continue
+
+    def pick(run: ArmSeed):
         for name, benches in run.summary["eval"].items():
-            if name not in (*BASE_MODELS, "teacher_rl", model):
-                continue
-            base = name in BASE_MODELS
-            owner, replicate = ("all arms", (run.seed, "")) if base else (run.arm, (run.seed, run.arm))
             for bench, metrics in benches.items():
                 levels = _levels(metrics, "acc_difficulty_")
-                if levels:
-                    wanted.setdefault((owner, f"{name} ({bench})"), {})[replicate] = levels
-    levels = sorted({lv for values in wanted.values() for v in values.values() for lv in v})
-    rows = []
-    for (owner, what), values in sorted(wanted.items(), key=lambda kv: (kv[0][0] != "all arms", kv[0])):
-        rows.append(
-            {"arm": owner, "model": what, "seeds": len(values)}
-            | _level_cells(_mean_levels(list(values.values())), levels)
-        )
-    return rows
+                if levels and name in ("teacher_base", "student_base", "teacher_rl", model):
+                    yield f"{name} ({bench})", f"{_stage_key(run, f'eval/{name}')}/{bench}", levels
+
+    found = _shared(runs, pick)
+    levels = sorted({lv for _, _, values in found for v in values for lv in v})
+    order = ["teacher_base", "student_base", "teacher_rl", model]
+    found.sort(key=lambda row: order.index(row[1].split(" ")[0]))
+    return [
+        {"model": what, "arms": arms, "seeds": len(values)} | _level_cells(_mean_levels(values), levels)
+        for arms, what, values in found
+    ]
 
 
 def group_rows(runs: list[ArmSeed]) -> list[dict[str, Any]]:
-    """Per arm and GRPO stage, mean over seeds: the share (%) of groups whose completions all got the
-    same reward (zero variance: no gradient) per difficulty, overall, and split into all right and
-    all wrong. Empty when no GRPO stage recorded its groups."""
-    found: dict[tuple[str, str], list[dict[str, float]]] = {}
-    for run in runs:
-        if run.summary is None:
-            continue
+    """Per GRPO stage (one row for the arms that share it), mean over seeds: the share (%) of groups
+    whose completions all got the same reward (zero variance: no gradient) per difficulty, overall,
+    and split into all right and all wrong. Empty when no GRPO stage recorded its groups."""
+
+    def pick(run: ArmSeed):
         for stage, entry in run.summary["stages"].items():
             metrics = entry.get("metrics") or {}
             if "zero_std" in metrics:
-                found.setdefault((run.arm, stage), []).append(metrics)
-    levels = sorted({lv for ms in found.values() for m in ms for lv in _levels(m, "zero_std_difficulty_")})
+                yield stage, _stage_key(run, stage), metrics
+
+    found = _shared(runs, pick)
+    levels = sorted({lv for _, _, ms in found for m in ms for lv in _levels(m, "zero_std_difficulty_")})
     rows = []
-    for (arm, stage), ms in found.items():
+    for arms, stage, ms in found:
         mean = {k: sum(m[k] for m in ms) / len(ms) for k in ("zero_std", "all_right", "all_wrong", "groups")}
+        per_level = _mean_levels([_levels(m, "zero_std_difficulty_") for m in ms])
         rows.append(
-            {"arm": arm, "stage": stage, "seeds": len(ms)}
-            | {
-                f"zero-var {k}": v
-                for k, v in _level_cells(
-                    _mean_levels([_levels(m, "zero_std_difficulty_") for m in ms]), levels
-                ).items()
-            }
+            {"stage": stage, "arms": arms, "seeds": len(ms)}
+            | {f"zero-var {k}": v for k, v in _level_cells(per_level, levels).items()}
             | {
                 "zero-var all": f"{100 * mean['zero_std']:.1f}",
                 "all right": f"{100 * mean['all_right']:.1f}",
@@ -471,6 +479,11 @@ def group_rows(runs: list[ArmSeed]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _short(arms: str) -> str:
+    names = arms.split(", ")
+    return names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1}"
 
 
 def render_mechanism_plot(difficulty: list[dict[str, Any]], groups: list[dict[str, Any]], path: Path) -> Path:
@@ -483,8 +496,8 @@ def render_mechanism_plot(difficulty: list[dict[str, Any]], groups: list[dict[st
 
     fig, (acc, zero) = plt.subplots(1, 2, figsize=(13, 5))
     for ax, rows, label_of, prefix in (
-        (acc, difficulty, lambda r: f"{r['arm']}: {r['model']}", ""),
-        (zero, groups, lambda r: f"{r['arm']}: {r['stage']}", "zero-var "),
+        (acc, difficulty, lambda r: f"{r['model']}: {_short(r['arms'])}", ""),
+        (zero, groups, lambda r: f"{r['stage']}: {_short(r['arms'])}", "zero-var "),
     ):
         for row in rows:
             points = [
@@ -493,7 +506,7 @@ def render_mechanism_plot(difficulty: list[dict[str, Any]], groups: list[dict[st
                 if k.removeprefix(prefix).isdigit() and k.startswith(prefix) and v != ""
             ]
             if points:
-                style = "--" if row["arm"] == "all arms" else "-"
+                style = "--" if row.get("model", "").startswith(("teacher_base", "student_base")) else "-"
                 ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=label_of(row))
         ax.set_xlabel("difficulty (terms / steps)")
         ax.set_ylim(-2, 102)

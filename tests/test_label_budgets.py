@@ -134,14 +134,21 @@ def test_the_recorder_counts_each_groups_outcome_per_difficulty_and_a_redone_ste
     assert group_stats(tmp_path / "none.jsonl") == {}
 
 
-def _summary(final: dict[int, float], base: dict[int, float], zero: dict[int, float] | None) -> dict:
+def _summary(seed: int, arm: str, final: dict, base: dict, zero: dict | None) -> dict:
+    """A run whose base models are shared by every arm of its seed (one key per seed) and whose
+    final student and teacher RL stage are its own unless `zero` marks teacher RL as shared."""
+
     def acc(levels):
         return {"toy_test": {"avg@2": 0.5} | {f"acc_difficulty_{k}": v for k, v in levels.items()}}
 
-    stages = {"data_prep": {"status": "computed", "metrics": {}}}
+    stages = {
+        "eval/teacher_base": {"key": f"tb{seed}"},
+        "eval/student_base": {"key": f"sb{seed}"},
+        "eval/student_final": {"key": f"sf{seed}{arm}"},
+    }
     if zero is not None:
         stages["teacher_rl"] = {
-            "status": "computed",
+            "key": f"rl{seed}",
             "metrics": {"zero_std": 0.5, "all_right": 0.25, "all_wrong": 0.25, "groups": 40.0}
             | {f"zero_std_difficulty_{k}": v for k, v in zero.items()},
         }
@@ -152,28 +159,31 @@ def _summary(final: dict[int, float], base: dict[int, float], zero: dict[int, fl
     }
 
 
-def test_the_report_tables_average_levels_over_seeds_and_show_base_models_once():
+def test_the_report_tables_average_levels_over_seeds_and_show_shared_stages_once():
+    zero1, zero2 = {4: 0.2, 8: 1.0}, {4: 0.4, 8: 0.8}
     runs = [
-        ArmSeed("full", 1, _summary({4: 0.8, 8: 0.2}, {4: 0.4, 8: 0.0}, {4: 0.2, 8: 1.0}), {}),
-        ArmSeed("full", 2, _summary({4: 0.6, 8: 0.4}, {4: 0.2, 8: 0.0}, {4: 0.4, 8: 0.8}), {}),
-        ArmSeed("cold", 1, _summary({4: 0.5, 8: 0.0}, {4: 0.4, 8: 0.0}, None), {}),
-        ArmSeed("cold", 2, _summary({4: 0.5, 8: 0.0}, {4: 0.2, 8: 0.0}, None), {}),
+        ArmSeed("full", 1, _summary(1, "full", {4: 0.8, 8: 0.2}, {4: 0.4, 8: 0.0}, zero1), {}),
+        ArmSeed("full", 2, _summary(2, "full", {4: 0.6, 8: 0.4}, {4: 0.2, 8: 0.0}, zero2), {}),
+        ArmSeed("no_opd", 1, _summary(1, "no_opd", {4: 0.7, 8: 0.1}, {4: 0.4, 8: 0.0}, zero1), {}),
+        ArmSeed("no_opd", 2, _summary(2, "no_opd", {4: 0.7, 8: 0.1}, {4: 0.2, 8: 0.0}, zero2), {}),
+        ArmSeed("cold", 1, _summary(1, "cold", {4: 0.5, 8: 0.0}, {4: 0.4, 8: 0.0}, None), {}),
+        ArmSeed("cold", 2, _summary(2, "cold", {4: 0.5, 8: 0.0}, {4: 0.2, 8: 0.0}, None), {}),
         ArmSeed("dead", 2, None, {}),
     ]
-    rows = {(r["arm"], r["model"]): r for r in difficulty_rows(runs)}
-    base = rows[("all arms", "student_base (toy_test)")]
+    rows = {(r["model"], r["arms"]): r for r in difficulty_rows(runs)}
+    base = rows[("student_base (toy_test)", "full, no_opd, cold")]
     assert (base["seeds"], base["4"], base["8"]) == (2, "30.0", "0.0")  # one per seed, not per arm
-    assert (
-        rows[("full", "student_final (toy_test)")]["4"],
-        rows[("full", "student_final (toy_test)")]["8"],
-    ) == (
-        "70.0",
-        "30.0",
-    )
-    assert rows[("cold", "student_final (toy_test)")]["8"] == "0.0"
+    final = rows[("student_final (toy_test)", "full")]
+    assert (final["seeds"], final["4"], final["8"]) == (2, "70.0", "30.0")
+    assert rows[("student_final (toy_test)", "cold")]["8"] == "0.0"
+    assert list(rows)[0][0] == "teacher_base (toy_test)" and len(rows) == 5
     groups = group_rows(runs)
-    assert len(groups) == 1 and groups[0]["arm"] == "full" and groups[0]["stage"] == "teacher_rl"
-    assert (groups[0]["zero-var 4"], groups[0]["zero-var 8"], groups[0]["seeds"]) == ("30.0", "90.0", 2)
+    assert [(g["stage"], g["arms"], g["seeds"]) for g in groups] == [("teacher_rl", "full, no_opd", 2)]
+    assert (groups[0]["zero-var 4"], groups[0]["zero-var 8"], groups[0]["zero-var all"]) == (
+        "30.0",
+        "90.0",
+        "50.0",
+    )
 
 
 def test_budget_rows_put_each_arm_on_its_ledger_budget():
@@ -207,6 +217,6 @@ def test_the_bridge_reads_the_stage1_problems_without_their_labels():
     unlabeled = prepared["unlabeled"]
     assert [r["id"] for r in unlabeled[: len(stage1_ids)]] == stage1_ids
     assert all("answer" not in r and "solution" not in r for r in unlabeled)
-    plain = prepare(load_config(TOY).data, 5)
+    plain = prepare(load_config(TOY, ["data.bridge_reads_stage1=false"]).data, 5)
     assert len(unlabeled) == len(plain["unlabeled"]) + len(stage1_ids)
     assert json.dumps(plain["stage1"]) == json.dumps(prepared["stage1"])
