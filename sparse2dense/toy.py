@@ -1,19 +1,31 @@
 """The embedded toy world: the paper's setting in miniature, on CPU, with no network.
 
-Problems are sums of `min_terms`..`max_terms` operands in [0, max_operand], solved by worked partial
-sums ending in `\\boxed{}`; a character-level tokenizer and tiny Qwen3-architecture models are built
-locally. The world holds the paper's causes, each measured in the sweep report:
+Problems are sums of `min_terms`..`max_terms` operands in [0, max_operand], solved by worked partial sums
+ending in `\\boxed{}`; a character-level tokenizer and tiny Qwen3-architecture models are built
+locally. The world is built so that the sparse-to-dense principle (PAPER.md, C1/C2) follows from
+its structure, not from how training happens to go on one machine:
 
-- A systematic error that sparse reward fixes: `base_noise` of the pre-training solutions stop one
-  step early and box the partial sum before the last term, so both models learn a coin at the last
-  step. GRPO removes it wherever a policy solves a problem sometimes.
-- A gap of size alone: teacher and student read the same pre-training text for the same steps;
-  the student is smaller (configs/toy.yaml). Its weakness per difficulty, and where its GRPO groups
-  have zero reward variance, are in the report (`acc_difficulty_<n>`, `zero_std_difficulty_<n>`).
-- Scarce labels beside plentiful prompts: a small labeled pool, a stage-1 budget that a sweep can
-  cut (`teacher_rl.max_labels`), and unlabeled prompts for the bridge, which also reads the stage-1
-  problems (`data.bridge_reads_stage1`), so replayed stage-1 labels are ones the student was
-  distilled on while held-out ones are new to both models.
+- A systematic error that sparse reward fixes: `base_noise` (half, in configs/toy.yaml) of the
+  pre-training solutions stop one step early and box the partial sum before the last term. Both
+  models learn it as a coin flip at the last step. A coin at 50% is a property of the data, not of
+  the optimisation: it is the same on every seed and CPU. GRPO removes it wherever a policy solves
+  a problem sometimes, which doubles accuracy there.
+- A capacity gap with a hard part only the teacher can explore: the teacher is larger and its
+  pre-training text holds every length; the student's holds sums of at most
+  `base.student_max_terms` terms. On the longer sums the student gets ~0% (it has never continued
+  a chain that far), so its GRPO groups there are all-wrong: zero reward variance, no gradient. The
+  teacher solves them half the time and learns from them. Dense supervision (teacher samples, then
+  the teacher's per-token distribution on the student's own samples) is what teaches the student
+  the long sums.
+- Scarce labels beside plentiful unlabeled prompts: the labeled pool is small, the unlabeled pool
+  (the bridge's prompts) is four times larger. A sweep can cut the stage-1 budget
+  (`teacher_rl.max_labels`), and the bridge can read the stage-1 problems too
+  (`data.bridge_reads_stage1`), as in the paper.
+
+What follows, arm by arm, is structural: GRPO on the student removes the stop-early coin on the
+sums it knows but cannot reach the long ones; the raw teacher's bridge teaches the long sums but
+hands the coin over with them; only the RL'd teacher's bridge gives both. The README's "The paper
+in miniature" gives the measured table.
 
 Everything is deterministic given a seed. Problems are split by a hash of the operands, so a sum
 never appears in two splits. The chat template mirrors Qwen's (im_start/im_end), so the real

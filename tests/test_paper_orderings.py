@@ -1,31 +1,31 @@
-"""The paper's orderings in the toy world, at three seeds: the sweep a user runs, checked as the
-README states it.
+"""The paper's orderings in the toy world at the sweep's own seeds: the sweep a user runs,
+checked as the README states it.
 
-Slow: the whole `configs/sweeps/toy-ablations.yaml` sweep at seeds 1, 2, 3 from an empty store
+Slow: the whole `configs/sweeps/toy-ablations.yaml` sweep at its own seeds from an empty store
 (about 20 minutes on 2 cores). Run it with `pytest -m slow tests/test_paper_orderings.py`.
 
-What is asserted is what the README claims, no more: per seed, the teacher starts ahead of the
-student, RL lifts the teacher and the bridge lifts the student, each by at least 5 points with
-disjoint 95% intervals; and each of the paper's orderings between arms holds as a paired delta
-whose pooled 95% CI excludes 0, at least 3 standard errors from 0 (read off that CI), and whose
-sign is the same at every seed. Stage 4 on held-out labels against the replay control is reported
-by the sweep but not asserted: the toy world gives held-out labels nothing that replayed ones lack
-(README, "The paper in miniature").
+What is asserted is what the README claims at the seed level, no more: each ordering in
+`ORDERINGS` holds on the report's verdict, the t interval over seeds of the per-seed paired deltas
+(run-to-run variance counted), and the pooled delta is at least 3 standard errors from 0 read off
+that interval. The comparisons the README reports as not shown are reported by the sweep and not
+asserted here.
 """
 
 import pytest
+from scipy.stats import t
 
+from sparse2dense.sweep import load_sweep
 from tests.conftest import ROOT
-from tests.effects import MARGIN, interval_effect
+from tests.effects import MARGIN, Effect
+
+SWEEP = ROOT / "configs" / "sweeps" / "toy-ablations.yaml"
+SEEDS = load_sweep(SWEEP).seeds
 
 pytestmark = pytest.mark.slow
 
-SEEDS = [1, 2, 3]
-ORDERINGS = [  # (a, b): the paper says a > b
-    ("direct_grpo", "raw_teacher"),
+ORDERINGS = [  # (a, b): the paper says a > b, and the README says the sweep's seeds show it over seeds
     ("full_bridge", "direct_grpo"),
-    ("full_bridge", "no_warmup"),
-    ("full_bridge", "no_opd"),
+    ("stage4_heldout", "cold_heldout"),
 ]
 POINTS = 0.05
 
@@ -33,12 +33,10 @@ POINTS = 0.05
 @pytest.fixture(scope="module")
 def report(prefect_server, tmp_path_factory):
     from flows.sweep import ablation_sweep
-    from sparse2dense.sweep import load_sweep
 
     work = tmp_path_factory.mktemp("orderings")
     paths = [f"store_dir={work / 'store'}", f"runs_dir={work / 'runs'}"]
-    sweep = load_sweep(ROOT / "configs" / "sweeps" / "toy-ablations.yaml", paths, SEEDS)
-    return ablation_sweep(sweep)
+    return ablation_sweep(load_sweep(SWEEP, paths))
 
 
 def _clearly_above(high: dict, low: dict) -> bool:
@@ -55,13 +53,15 @@ def test_the_demo_pipeline_shows_the_principle_at_every_seed(report, seed):
 
 
 @pytest.mark.parametrize(("a", "b"), ORDERINGS)
-def test_the_papers_ordering_holds_pooled_and_at_every_seed(report, a, b):
+def test_the_papers_ordering_holds_over_seeds(report, a, b):
     delta = next(d for d in report["deltas"] if (d["a"], d["b"], d["benchmark"]) == (a, b, "toy_test"))
     result = delta["result"]
     assert result is not None, delta["reason"]
-    pooled = interval_effect(result["delta"], result["low"], result["high"], sum(result["problems"]))
-    assert result["low"] > 0 and pooled.margin >= MARGIN, (str(pooled), result)
-    assert len(result["per_seed"]) == len(SEEDS) and min(result["per_seed"]) > 0, result
+    assert len(result["per_seed"]) == len(SEEDS), result
+    # the standard error over seeds, read off the t interval: its half-width is t_{n-1} of them
+    se = (result["seeds_high"] - result["seeds_low"]) / (2 * float(t.ppf(0.975, len(SEEDS) - 1)))
+    over_seeds = Effect(result["delta"], se, len(SEEDS))
+    assert result["verdict"] == "a > b" and over_seeds.margin >= MARGIN, (str(over_seeds), result)
 
 
 def test_every_distinct_stage_is_computed_once(report):

@@ -255,7 +255,9 @@ def test_named_comparisons_state_both_budgets_and_each_seeds_sign():
     assert (raw["delta"], raw["per seed"], raw["signs"]) == ("+0.2500", "+0.5000 / +0.0000", "+0")
     assert raw["labels a vs b"] == "64 vs 0" and raw["equal budgets"] == "no"
     # +0.5 and 0.0 at two seeds: over problems it looks certain, over seeds it is not shown
-    assert raw["95% CI over problems"].startswith("[+") and raw["verdict (over seeds)"].startswith("not shown")
+    assert raw["95% CI over problems"].startswith("[+") and raw["verdict (over seeds)"].startswith(
+        "not shown"
+    )
     assert raw["95% CI over seeds"] == "[-2.927, +3.427]"  # 0.25 +- 12.706 * 0.3536 / sqrt(2)
     other = named["ref - other"]
     assert other["delta"] == "" and "different problems" in other["verdict (over seeds)"]
