@@ -403,3 +403,20 @@ def test_sweep_runs_two_stages_at_once_and_resumes_a_killed_one(micro_sweep):
     assert most_at_once(stages) == sweep.base.schedule.max_parallel == 2
     # each stage's task run carries the run it belongs to
     assert any(t.name == f"eval/student_final [no_opd@seed{sweep.base.seed}]" for t in stages)
+
+
+def test_the_cost_table_counts_each_computed_stage_once(micro_sweep):
+    """`benchmarks/sweep_costs.py` on the micro sweep's own report: every distinct stage once, its
+    task time at least its program's own."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_costs", ROOT / "benchmarks" / "sweep_costs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _, report, _ = micro_sweep
+    saved = json.loads((Path(report["report_dir"]) / "sweep.json").read_text())
+    costs = module.stage_costs(saved)
+    assert sum(c["stages"] for c in costs.values()) == report["computed_stages"]
+    assert costs["eval"]["stages"] >= 3 and costs["data_prep"]["stages"] == 1
+    assert all(c["task_s"] >= c["program_s"] > 0 for c in costs.values())
+    assert "| all | 14 |" in module.render(costs, saved["wall_s"])
