@@ -46,6 +46,16 @@ def render_markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save(fig: Any, path: Path) -> Path:
+    """Lay the figure out, write it as a PNG and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def render_eval_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib
 
@@ -59,10 +69,7 @@ def render_eval_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel(f"{avg_key} (95% CI)")
     ax.set_ylim(0, 1)
     ax.set_title("Evaluation")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 @dataclass(frozen=True)
@@ -384,10 +391,7 @@ def render_sweep_plot(
         loc="lower right",
     )
     forest.set_title("Paired deltas (grey: the interval over seeds holds 0, or one seed)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _levels(metrics: dict[str, float], prefix: str) -> dict[int, float]:
@@ -515,10 +519,7 @@ def render_mechanism_plot(difficulty: list[dict[str, Any]], groups: list[dict[st
     acc.set_title("Accuracy per difficulty", fontsize=9)
     zero.set_ylabel("zero-variance groups %, mean over seeds")
     zero.set_title("GRPO groups with no gradient (all right or all wrong)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def budget_rows(runs: list[ArmSeed], arms: list[str], model: str | None = None) -> list[dict[str, Any]]:
@@ -574,7 +575,4 @@ def render_budget_plot(rows: list[dict[str, Any]], path: Path) -> Path:
         ax.legend(fontsize=8)
     ax.set_xlabel("stage-1 labels read by GRPO")
     ax.set_title("Label budget", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

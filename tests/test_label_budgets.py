@@ -220,3 +220,20 @@ def test_the_bridge_reads_the_stage1_problems_without_their_labels():
     plain = prepare(load_config(TOY, ["data.bridge_reads_stage1=false"]).data, 5)
     assert len(unlabeled) == len(plain["unlabeled"]) + len(stage1_ids)
     assert json.dumps(plain["stage1"]) == json.dumps(prepared["stage1"])
+
+
+def test_the_mechanism_and_budget_plots_are_drawn(tmp_path):
+    from tasks.reporting import render_budget_plot, render_mechanism_plot
+
+    zero = {4: 0.2, 8: 1.0}
+    runs = [
+        ArmSeed("full", s, _summary(s, "full", {4: 0.8, 8: 0.2}, {4: 0.4, 8: 0.0}, zero), {}) for s in (1, 2)
+    ]
+    mechanism = render_mechanism_plot(difficulty_rows(runs), group_rows(runs), tmp_path / "mechanism.png")
+    budgets = [
+        {"arm": "full", "labels": 32, "bench avg@2": 0.5, "bench 95% CI over seeds": "[0.400, 0.600]"},
+        {"arm": "full", "labels": 512, "bench avg@2": 0.7, "bench 95% CI over seeds": "n/a (one seed)"},
+    ]
+    budget = render_budget_plot(budgets, tmp_path / "budgets.png")
+    for path in (mechanism, budget):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
