@@ -47,6 +47,12 @@ def test_first_run_computes_every_stage_and_writes_summary(first):
     assert set(on_disk["eval"]) == {"teacher_base", "student_base", "teacher_rl", "student_final"}
     assert on_disk["labels"]["teacher_rl"] > 0
     assert 0.0 <= on_disk["stages"]["teacher_rl"]["metrics"]["truncation_ratio"] <= 1.0  # a fraction
+    # every GRPO group of 3 steps x 4 prompts is recorded once, with its problem's difficulty
+    grpo = on_disk["stages"]["teacher_rl"]["metrics"]
+    assert grpo["groups"] == 3 * 4 and 0.0 <= grpo["zero_std"] <= 1.0
+    assert grpo["zero_std"] == pytest.approx(grpo["all_right"] + grpo["all_wrong"])
+    per_level = [k for k in grpo if k.startswith("groups_difficulty_")]
+    assert per_level and sum(grpo[k] for k in per_level) == grpo["groups"]
 
 
 def test_objectives_move_the_right_way(first):

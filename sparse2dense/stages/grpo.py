@@ -24,7 +24,7 @@ from trl import GRPOConfig, GRPOTrainer
 from sparse2dense.data import load_records
 from sparse2dense.grading import REWARDS
 from sparse2dense.graph import GRPOInputs
-from sparse2dense.launch import DeviceFacts, batch_fields
+from sparse2dense.launch import DeviceFacts, batch_fields, is_main_process
 from sparse2dense.models import load_model, load_tokenizer, save_trained
 from sparse2dense.prompts import prompt_conversations
 from sparse2dense.sections import GRPOSection
@@ -42,8 +42,8 @@ class GroupRecorder:
     no gradient. TRL logs that share over the batch (`frac_reward_zero_std`); this splits it by the
     problem's difficulty and by all-right vs all-wrong, which TRL cannot know. Each reward call
     appends the groups it saw, under the trainer's step, to `group_stats.jsonl`, so a resumed run
-    counts a redone step once (`group_stats` keeps the last record of each step). Only groups
-    whole on this process are counted (under several processes a group may be split).
+    counts a redone step once (`group_stats` keeps the last record of each step). Under several
+    processes the main one writes, and counts the groups whole on it (TRL may split a group).
     """
 
     def __init__(self, reward: Callable[..., list[float]], group_size: int, path: Path) -> None:
@@ -64,8 +64,9 @@ class GroupRecorder:
                 level = levels[chunk[0]] if levels else None
                 groups.append([level, sum(rewards[i] > 0 for i in chunk), len(chunk)])
         step = self.trainer.state.global_step if self.trainer is not None else 0
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps({"step": step, "groups": groups}) + "\n")
+        if is_main_process():
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps({"step": step, "groups": groups}) + "\n")
         return rewards
 
 
@@ -170,8 +171,12 @@ def run_grpo(spec: StageSpec, out_dir: Path) -> StageOutput:
     )
     conversations = prompt_conversations(records, prompt)
     rows = [
-        {"prompt": c, "answer": r["answer"], "problem_id": str(r["id"])}
-        | ({"difficulty": d} if (d := (r.get("metadata") or {}).get("difficulty")) is not None else {})
+        {
+            "prompt": c,
+            "answer": r["answer"],
+            "problem_id": str(r["id"]),
+            "difficulty": (r.get("metadata") or {}).get("difficulty"),  # None where a source has none
+        }
         for c, r in zip(conversations, records, strict=True)
     ]
     recorder = GroupRecorder(REWARDS[prompt.answer_format], section.num_generations, out_dir / GROUP_STATS)
