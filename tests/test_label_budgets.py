@@ -11,7 +11,13 @@ from sparse2dense.config import ConfigError, load_config
 from sparse2dense.data import save_records
 from sparse2dense.pipeline import plan_keys
 from sparse2dense.stages.data_prep import prepare
-from sparse2dense.stages.grpo import GROUP_STATS, GroupRecorder, group_stats, labeled_records
+from sparse2dense.stages.grpo import (
+    GROUP_STATS,
+    GroupRecorder,
+    group_stats,
+    keep_groups_before,
+    labeled_records,
+)
 from sparse2dense.sweep import arm_runs, load_sweep, sweep_plan
 from tasks.reporting import ArmSeed, budget_rows, difficulty_rows, group_rows
 from tests.conftest import TOY
@@ -123,7 +129,10 @@ def test_the_recorder_counts_each_groups_outcome_per_difficulty_and_a_redone_ste
     assert recorder.__name__ == "reward"
     Trainer.state.global_step = 1
     recorder(**call | {"completions": ["x"] * 6})  # step 1, first try: everything wrong
-    recorder(**call | {"completions": ["1", "x", "2", "2", "3", "x"]})  # step 1 redone after a resume
+    path = tmp_path / GROUP_STATS
+    keep_groups_before(path, str(tmp_path / "checkpoints" / "checkpoint-1"))  # resume from step 1
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [0]
+    recorder(**call | {"completions": ["1", "x", "2", "2", "3", "x"]})  # step 1 redone after the resume
     stats = group_stats(tmp_path / GROUP_STATS)
     # 6 groups: step 0 (right, mixed, wrong) and the redone step 1 (mixed, right, mixed)
     assert stats["groups"] == 6
@@ -132,6 +141,8 @@ def test_the_recorder_counts_each_groups_outcome_per_difficulty_and_a_redone_ste
     assert stats["zero_std_difficulty_3"] == pytest.approx(2 / 4)  # p1 right, p2 mixed, p1 mixed, p2 right
     assert stats["zero_std_difficulty_5"] == pytest.approx(1 / 2) and stats["groups_difficulty_5"] == 2
     assert group_stats(tmp_path / "none.jsonl") == {}
+    keep_groups_before(path, None)  # a fresh start keeps nothing of an earlier try
+    assert not path.exists()
 
 
 def _summary(seed: int, arm: str, final: dict, base: dict, zero: dict | None) -> dict:

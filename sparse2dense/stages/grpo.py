@@ -30,6 +30,7 @@ from sparse2dense.prompts import prompt_conversations
 from sparse2dense.sections import GRPOSection
 from sparse2dense.spec import StageSpec
 from sparse2dense.stages.program import StageOutput, latest_checkpoint, training_args, training_callbacks
+from sparse2dense.stages.resume import checkpoint_step
 
 SPLIT_OF_LABELS = {"stage1": "stage1", "heldout": "heldout", "replay": "stage1"}
 GROUP_STATS = "group_stats.jsonl"
@@ -41,8 +42,8 @@ class GroupRecorder:
     A group whose completions all get the same reward (all right or all wrong) has zero advantage:
     no gradient. TRL logs that share over the batch (`frac_reward_zero_std`); this splits it by the
     problem's difficulty and by all-right vs all-wrong, which TRL cannot know. Each reward call
-    appends the groups it saw, under the trainer's step, to `group_stats.jsonl`, so a resumed run
-    counts a redone step once (`group_stats` keeps the last record of each step). Under several
+    appends the groups it saw, under the trainer's step, to `group_stats.jsonl`; a relaunched run
+    first drops the steps it will redo (`keep_groups_before`), so the file is the same either way. Under several
     processes the main one writes, and counts the groups whole on it (TRL may split a group).
     """
 
@@ -68,6 +69,22 @@ class GroupRecorder:
             with open(self.path, "a") as fh:
                 fh.write(json.dumps({"step": step, "groups": groups}) + "\n")
         return rewards
+
+
+def keep_groups_before(path: Path, checkpoint: str | None) -> None:
+    """Before training: drop the recorded groups a run will redo, so the file ends as an uninterrupted
+    run's would. A fresh start (no checkpoint) keeps none; a resume from checkpoint-<k> keeps the
+    steps before k."""
+    if not path.is_file():
+        return
+    if checkpoint is None:
+        path.unlink()
+        return
+    step = checkpoint_step(checkpoint)
+    kept = [
+        line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] < step
+    ]
+    path.write_text("".join(f"{line}\n" for line in kept))
 
 
 def group_stats(path: Path) -> dict[str, float]:
@@ -189,7 +206,10 @@ def run_grpo(spec: StageSpec, out_dir: Path) -> StageOutput:
         callbacks=training_callbacks(spec.name, str(spec.stage), out_dir),
     )
     recorder.trainer = trainer
-    trainer.train(resume_from_checkpoint=latest_checkpoint(out_dir))
+    checkpoint = latest_checkpoint(out_dir)
+    if is_main_process():
+        keep_groups_before(recorder.path, checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     save_trained(trainer, tokenizer, out_dir)
     history = trainer.state.log_history
     rewards = _log_series(history, "reward")
