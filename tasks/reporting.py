@@ -149,10 +149,6 @@ def _signed(x: float) -> str:
     return f"{x:+.4f}"
 
 
-def _verdict(result: PairedDelta) -> str:
-    return result.verdict
-
-
 def _interval(low: float | None, high: float | None, signed: bool = True) -> str:
     if low is None or high is None:
         return "n/a (one seed)"
@@ -275,7 +271,7 @@ def _reference_cells(
         _signed(r.delta),
         _interval(r.seeds_low, r.seeds_high),
         _interval(r.problems_low, r.problems_high),
-        _verdict(r),
+        r.verdict,
     )
 
 
@@ -293,7 +289,7 @@ def comparison_rows(deltas: list[Delta]) -> list[dict[str, Any]]:
             OVER_PROBLEMS: _interval(r.problems_low, r.problems_high) if r else "",
             "per seed": " / ".join(_signed(x) for x in r.per_seed) if r else "",
             "signs": "".join("+" if x > 0 else "-" if x < 0 else "0" for x in r.per_seed) if r else "",
-            "verdict (over seeds)": _verdict(r) if r else d.reason,
+            "verdict (over seeds)": r.verdict if r else d.reason,
             "labels a vs b": f"{_budget(d.budgets[0])} vs {_budget(d.budgets[1])}",
             "equal budgets": "yes" if d.budgets[0] == d.budgets[1] else "no",
         }
@@ -522,55 +518,60 @@ def render_mechanism_plot(difficulty: list[dict[str, Any]], groups: list[dict[st
     return _save(fig, path)
 
 
-def budget_rows(runs: list[ArmSeed], arms: list[str], model: str | None = None) -> list[dict[str, Any]]:
-    """Per arm of the label-budget dimension and budget (its ledger total), per benchmark: the mean
-    avg@k over seeds with its 95% CI over seeds. The base config's own budget is the arm itself;
-    the others are its `ARM.labelsN` arms."""
-    model = model or final_model()
+def _budget_points(runs: list[ArmSeed], arms: list[str], model: str) -> list[tuple[str, Any, str, dict]]:
+    """(arm, ledger budget, arm run as, benchmark -> ArmMean) for each arm of the budget dimension at
+    each of its budgets, smallest first: the arm itself at the base config's budget, its
+    `ARM.labelsN` arms at the others."""
     by_arm, budgets = _arms(runs), arm_budgets(runs)
-    rows = []
+    points = []
     for arm in arms:
         variants = [a for a in by_arm if a == arm or a.startswith(f"{arm}.labels")]
         for variant in sorted(variants, key=lambda a: budgets.get(a, 0)):
             done = [r for r in by_arm[variant] if r.summary]
-            row: dict[str, Any] = {"arm": arm, "labels": budgets.get(variant, ""), "run as": variant}
+            means = {}
             for bench in _benchmarks(runs, model):
                 has = [r for r in done if _has(r, bench, model)]
                 if has:
-                    m = _arm_mean(has, bench, model)
-                    row |= {
-                        f"{bench} {m.key}": round(m.mean, 4),
-                        f"{bench} {OVER_SEEDS}": _interval(m.seeds_low, m.seeds_high, signed=False),
-                    }
-            rows.append(row)
+                    means[bench] = _arm_mean(has, bench, model)
+            points.append((arm, budgets.get(variant, ""), variant, means))
+    return points
+
+
+def budget_rows(runs: list[ArmSeed], arms: list[str], model: str | None = None) -> list[dict[str, Any]]:
+    """Per arm of the label-budget dimension and budget (its ledger total), per benchmark: the mean
+    avg@k over seeds with its 95% CI over seeds."""
+    rows = []
+    for arm, labels, variant, means in _budget_points(runs, arms, model or final_model()):
+        row: dict[str, Any] = {"arm": arm, "labels": labels, "run as": variant}
+        for bench, m in means.items():
+            row |= {
+                f"{bench} {m.key}": round(m.mean, 4),
+                f"{bench} {OVER_SEEDS}": _interval(m.seeds_low, m.seeds_high, signed=False),
+            }
+        rows.append(row)
     return rows
 
 
-def render_budget_plot(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Final student accuracy against the stage-1 label budget, a line per arm, 95% CI over seeds."""
+def render_budget_plot(runs: list[ArmSeed], arms: list[str], path: Path, model: str | None = None) -> Path:
+    """Final student accuracy on the first benchmark against the stage-1 label budget, a line per
+    arm, with its 95% CI over seeds (none with one seed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    value_key = next((k for k in rows[0] if " avg@" in k), None) if rows else None
-    if value_key is not None:
-        ci_key = value_key.split(" ")[0] + f" {OVER_SEEDS}"
-        for arm in dict.fromkeys(r["arm"] for r in rows):
-            points = [r for r in rows if r["arm"] == arm and value_key in r]
-            xs, ys = [r["labels"] for r in points], [r[value_key] for r in points]
-            lo, hi = [], []
-            for r, y in zip(points, ys, strict=True):
-                cell = r.get(ci_key, "")
-                low, high = (
-                    (float(x) for x in cell.strip("[]").split(",")) if cell.startswith("[") else (y, y)
-                )
-                lo.append(y - low)
-                hi.append(high - y)
-            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=arm)
+    points = [p for p in _budget_points(runs, arms, model or final_model()) if p[3]]
+    bench = next(iter(points[0][3]), None) if points else None
+    for arm in dict.fromkeys(p[0] for p in points):
+        line = [(labels, means[bench]) for a, labels, _, means in points if a == arm and bench in means]
+        ys = [m.mean for _, m in line]
+        lows = [m.mean - (m.seeds_low if m.seeds_low is not None else m.mean) for _, m in line]
+        highs = [(m.seeds_high if m.seeds_high is not None else m.mean) - m.mean for _, m in line]
+        ax.errorbar([x for x, _ in line], ys, yerr=[lows, highs], marker="o", capsize=3, label=arm)
+    if bench is not None:
         ax.set_xscale("log", base=2)
-        ax.set_ylabel(f"final student {value_key.split(' ')[1]} (95% CI over seeds)")
+        ax.set_ylabel(f"final student {points[0][3][bench].key} on {bench} (95% CI over seeds)")
         ax.set_ylim(0, 1)
         ax.legend(fontsize=8)
     ax.set_xlabel("stage-1 labels read by GRPO")

@@ -189,7 +189,7 @@ class SweepRun:
                 )
             )
         if "budgets" in tables:
-            plots.append(render_budget_plot(tables["budgets"][1], self.dir / "budgets.png"))
+            plots.append(render_budget_plot(self.results, budgets.arms, self.dir / "budgets.png"))
         create_table_artifact(rows, key="sweep-report", description=header)
         for stem, (title, table) in tables.items():
             create_table_artifact(table, key=f"sweep-{stem}", description=title)

@@ -241,10 +241,20 @@ def test_the_mechanism_and_budget_plots_are_drawn(tmp_path):
         ArmSeed("full", s, _summary(s, "full", {4: 0.8, 8: 0.2}, {4: 0.4, 8: 0.0}, zero), {}) for s in (1, 2)
     ]
     mechanism = render_mechanism_plot(difficulty_rows(runs), group_rows(runs), tmp_path / "mechanism.png")
-    budgets = [
-        {"arm": "full", "labels": 32, "bench avg@2": 0.5, "bench 95% CI over seeds": "[0.400, 0.600]"},
-        {"arm": "full", "labels": 512, "bench avg@2": 0.7, "bench 95% CI over seeds": "n/a (one seed)"},
+
+    def run(arm, seed, labels, avg):
+        summary = {
+            "eval": {"student_final": {"bench": {"avg@2": avg, "avg@2_stderr": 0.01}}},
+            "stages": {},
+            "labels": {"total": labels},
+        }
+        return ArmSeed(arm, seed, summary, {})
+
+    budget_runs = [
+        run("full.labels32", 1, 32, 0.4),
+        run("full.labels32", 2, 32, 0.6),
+        run("full", 1, 512, 0.7),
     ]
-    budget = render_budget_plot(budgets, tmp_path / "budgets.png")
+    budget = render_budget_plot(budget_runs, ["full"], tmp_path / "budgets.png")
     for path in (mechanism, budget):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -92,12 +92,8 @@ def group_stats(path: Path) -> dict[str, float]:
     (`zero_std_difficulty_<n>`), split into all right and all wrong, and the groups counted."""
     if not path.is_file():
         return {}
-    by_step: dict[int, list] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            by_step[record["step"]] = record["groups"]  # a redone step replaces its first try
-    groups = [g for step in sorted(by_step) for g in by_step[step]]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    groups = [g for record in records for g in record["groups"]]
     out: dict[str, float] = {}
 
     def shares(suffix: str, chosen: list) -> None:
@@ -172,7 +168,7 @@ def labeled_records(splits: Path, labels: str, seed: int, max_labels: int | None
     if labels != "replay":
         return load_records(splits / f"{SPLIT_OF_LABELS[labels]}.jsonl")[:max_labels]
     stage1 = load_records(splits / "stage1.jsonl")[:max_labels]
-    size = min(len(load_records(splits / "heldout.jsonl")[:max_labels]), len(stage1))
+    size = min(len(load_records(splits / "heldout.jsonl")), len(stage1))
     picked = sorted(random.Random(seed).sample(range(len(stage1)), size))
     return [stage1[i] for i in picked]
 
